@@ -1,0 +1,1 @@
+"""Segment Export for Dynamics 365 Sales: the application package."""

@@ -1,0 +1,185 @@
+"""Domain records shared by the store, the API, the runs worker and the Sales sync module.
+
+Plain frozen-ish dataclasses (no I/O, no azure imports). The API has its own pydantic schemas
+(``shared/api/schemas.py``) that convert to and from these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class UsableBy(StrEnum):
+    ADMINISTRATORS = "administrators"
+    ADMINISTRATORS_AND_CONTRIBUTORS = "administrators-and-contributors"
+
+
+class CredentialKind(StrEnum):
+    CLIENT_SECRET = "client-secret"
+    MANAGED_IDENTITY = "managed-identity"
+
+
+class ExportMode(StrEnum):
+    MIRROR = "mirror"  # the list equals the matched segment: adds and removes
+    ADDITIVE = "additive"  # adds only; members who left the segment stay
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_SUCCEEDED = "partially-succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELED = "canceled"
+
+    @property
+    def is_active(self) -> bool:
+        return self in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+    @property
+    def is_final(self) -> bool:
+        return not self.is_active
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    ON_DEMAND = "on-demand"
+
+
+class Role(StrEnum):
+    ADMIN = "Admin"
+    CONTRIBUTOR = "Contributor"
+    VIEWER = "Viewer"
+
+
+class RejectionReason(StrEnum):
+    """Why a segment member was left out of the marketing list."""
+
+    NO_CUSTOMER_RECORD = "no-customer-record"  # customer id not in the unified customer table
+    EMPTY_CONTACT_ID = "empty-contact-id"  # the mapped contact-ID field is empty or missing
+    MALFORMED_CONTACT_ID = "malformed-contact-id"  # the field does not hold a GUID
+    CONTACT_NOT_FOUND = "contact-not-found"  # no such contact in Sales
+    CONTACT_INACTIVE = "contact-inactive"  # the contact exists but statecode is not Active
+    DUPLICATE_CONTACT = "duplicate-contact"  # another member already maps to the same contact
+    REJECTED_BY_SALES = "rejected-by-sales"  # Sales refused this member (e.g. deleted meanwhile)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    customer_id: str
+    reason: RejectionReason
+    contact_id: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    kind: CredentialKind
+    tenant_id: str | None = None
+    client_id: str | None = None
+    # Name of the app setting that holds the client secret (may itself be a Key Vault reference).
+    # The secret value is never stored.
+    secret_setting: str | None = None
+
+
+@dataclass(slots=True)
+class Audit:
+    created_by: str = ""
+    created_at: str = ""  # ISO 8601 UTC
+    updated_by: str = ""
+    updated_at: str = ""
+
+
+@dataclass(slots=True)
+class Connection:
+    id: str
+    display_name: str
+    server_address: str  # https://<org>.crm.dynamics.com (no trailing slash)
+    credential: Credential
+    contact_id_field: str  # customer-table column that holds the Dynamics 365 contact ID
+    usable_by: UsableBy = UsableBy.ADMINISTRATORS
+    type: str = "dynamics365-sales"
+    audit: Audit = field(default_factory=Audit)
+    etag: str | None = None
+
+
+@dataclass(slots=True)
+class Export:
+    id: str
+    display_name: str
+    connection_id: str | None  # None once detached from a deleted connection: it does not run
+    segments: list[str]
+    mode: ExportMode = ExportMode.MIRROR
+    enabled: bool = True
+    list_name: str = "{segment}"  # template; {segment} and {export} are replaced
+    audit: Audit = field(default_factory=Audit)
+    etag: str | None = None
+
+    @property
+    def detached(self) -> bool:
+        return self.connection_id is None
+
+
+@dataclass(slots=True)
+class SegmentListState:
+    """What later runs need to reuse the same marketing list for a segment (kept apart from the
+    export resource so that worker writes never change the export's ETag)."""
+
+    segment: str
+    list_id: str
+    list_name: str
+
+
+@dataclass(slots=True)
+class SegmentProgress:
+    phase: str = "pending"  # pending, resolving, reading-list, validating, applying, done
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(slots=True)
+class SegmentResult:
+    segment: str
+    list_id: str | None = None
+    list_name: str | None = None
+    members: int = 0  # customer ids in the segment
+    matched: int = 0  # members that map to a valid, active contact
+    left_out: dict[str, int] = field(default_factory=dict)  # RejectionReason value -> count
+    added: int = 0
+    removed: int = 0
+    failed: int = 0
+    list_created: bool = False
+    list_recreated: bool = False
+    complete: bool = False
+    error: str | None = None
+    progress: SegmentProgress = field(default_factory=SegmentProgress)
+
+
+@dataclass(slots=True)
+class Run:
+    export_id: str
+    id: str
+    trigger: Trigger
+    status: RunStatus = RunStatus.QUEUED
+    dry_run: bool = False
+    requested_by: str = ""
+    queued_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    segments: list[SegmentResult] = field(default_factory=list)
+    error: str | None = None
+    reason: str | None = None  # why skipped / canceled, in words
+    slices: int = 0
+    cancel_requested: bool = False
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunMessage:
+    """The queue message that asks the worker to run (or continue) one run."""
+
+    export_id: str
+    run_id: str
+    slice: int = 0

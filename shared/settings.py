@@ -1,0 +1,183 @@
+"""Settings: the only reader of os.environ. Validates every value and names what is wrong.
+
+Every setting has a documented default (README "Settings"), except the storage connection.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from shared.errors import ConfigurationError
+
+
+class AuthMode(StrEnum):
+    ENTRA = "entra"  # validate Entra ID bearer tokens (JWKS), roles from the `roles` claim
+    EASYAUTH = (
+        "easyauth"  # trust App Service Authentication headers (only when WEBSITE_AUTH_ENABLED)
+    )
+    LOCAL_DEV = "local-dev"  # demo only: every caller is LOCAL_DEV_USER with LOCAL_DEV_ROLES
+
+
+DEFAULT_ALLOWED_SALES_HOSTS = (
+    "*.dynamics.com",  # commercial cloud (crm, crm2 … crm21, api.crm…)
+    "*.dynamics.us",  # GCC High / DoD
+    "*.dynamics.cn",  # China (21Vianet)
+    "*.crm.microsoftdynamics.de",  # legacy Germany cloud
+    "*.crm.appsplatform.us",  # US sovereign
+)
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"setting {name} must be true or false, got {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"setting {name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"setting {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"setting {name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"setting {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name)
+    return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    storage_connection: str
+    table_prefix: str = "segexp"
+    run_queue: str = "segment-export-runs"
+    refresh_schedule: str = "0 0 2 * * *"
+    # Sales connections
+    allowed_sales_hosts: tuple[str, ...] = DEFAULT_ALLOWED_SALES_HOSTS
+    allow_loopback_sales: bool = False
+    entra_authority_host: str = "https://login.microsoftonline.com"
+    sales_ca_bundle: str | None = None  # extra CA file to trust (local emulator only)
+    sales_max_parallel: int = 8  # upper bound; x-ms-dop-hint may lower it
+    sales_chunk_size: int = 1000  # members per AddListMembersList / RemoveListMembersList
+    sales_page_size: int = 5000  # members read per page (Dataverse maximum)
+    sales_max_retries: int = 8
+    sales_timeout_seconds: float = 120.0
+    # Runs
+    run_slice_seconds: float = 480.0  # work per queue message before a continuation
+    lease_seconds: float = 120.0  # export lease; renewed while a slice runs
+    max_dequeue_count: int = 5  # must match host.json extensions.queues.maxDequeueCount
+    # API identity
+    auth_mode: AuthMode = AuthMode.ENTRA
+    entra_tenant_id: str | None = None
+    api_audience: str | None = None
+    jwks_url: str | None = None  # defaults to the tenant's discovery keys
+    token_issuer: str | None = None  # defaults to https://login.microsoftonline.com/<tenant>/v2.0
+    local_dev_user: str = "local-dev@localhost"
+    local_dev_roles: tuple[str, ...] = ("Admin",)
+    max_upload_bytes: int = 64 * 1024 * 1024
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        storage = env.get("STORAGE_CONNECTION") or env.get("AzureWebJobsStorage") or ""
+        if not storage.strip():
+            raise ConfigurationError(
+                "setting AzureWebJobsStorage (or STORAGE_CONNECTION) is required: a Storage "
+                "connection string, or UseDevelopmentStorage=true for Azurite"
+            )
+        try:
+            auth_mode = AuthMode(_str(env, "AUTH_MODE", AuthMode.ENTRA.value).lower())
+        except ValueError:
+            raise ConfigurationError(
+                "setting AUTH_MODE must be one of entra, easyauth, local-dev"
+            ) from None
+        if auth_mode is AuthMode.LOCAL_DEV and env.get("WEBSITE_INSTANCE_ID"):
+            raise ConfigurationError(
+                "AUTH_MODE=local-dev is refused when running in Azure (WEBSITE_INSTANCE_ID is set)"
+            )
+        settings = cls(
+            storage_connection=storage.strip(),
+            table_prefix=_str(env, "TABLE_PREFIX", "segexp"),
+            run_queue=_str(env, "RUN_QUEUE_NAME", "segment-export-runs"),
+            refresh_schedule=_str(env, "REFRESH_SCHEDULE", "0 0 2 * * *"),
+            allowed_sales_hosts=_list(env, "ALLOWED_SALES_HOSTS", DEFAULT_ALLOWED_SALES_HOSTS),
+            allow_loopback_sales=_bool(env, "ALLOW_LOOPBACK_SALES", False),
+            entra_authority_host=_str(
+                env, "ENTRA_AUTHORITY_HOST", "https://login.microsoftonline.com"
+            ).rstrip("/"),
+            sales_ca_bundle=env.get("SALES_CA_BUNDLE") or None,
+            sales_max_parallel=_int(env, "SALES_MAX_PARALLEL", 8, low=1, high=52),
+            sales_chunk_size=_int(env, "SALES_CHUNK_SIZE", 1000, low=1, high=5000),
+            sales_page_size=_int(env, "SALES_PAGE_SIZE", 5000, low=1, high=5000),
+            sales_max_retries=_int(env, "SALES_MAX_RETRIES", 8, low=0, high=50),
+            sales_timeout_seconds=_float(env, "SALES_TIMEOUT_SECONDS", 120.0, low=1, high=600),
+            run_slice_seconds=_float(env, "RUN_SLICE_SECONDS", 480.0, low=1, high=3600),
+            lease_seconds=_float(env, "LEASE_SECONDS", 120.0, low=5, high=3600),
+            max_dequeue_count=_int(env, "MAX_DEQUEUE_COUNT", 5, low=1, high=100),
+            auth_mode=auth_mode,
+            entra_tenant_id=env.get("ENTRA_TENANT_ID") or None,
+            api_audience=env.get("API_AUDIENCE") or None,
+            jwks_url=env.get("JWKS_URL") or None,
+            token_issuer=env.get("TOKEN_ISSUER") or None,
+            local_dev_user=_str(env, "LOCAL_DEV_USER", "local-dev@localhost"),
+            local_dev_roles=tuple(
+                r.strip() for r in _str(env, "LOCAL_DEV_ROLES", "Admin").split(",") if r.strip()
+            ),
+            max_upload_bytes=_int(
+                env, "MAX_UPLOAD_BYTES", 64 * 1024 * 1024, low=1024, high=1024 * 1024 * 1024
+            ),
+            environ=env,
+        )
+        if settings.auth_mode is AuthMode.ENTRA and not (
+            settings.api_audience and (settings.entra_tenant_id or settings.jwks_url)
+        ):
+            raise ConfigurationError(
+                "AUTH_MODE=entra needs API_AUDIENCE and ENTRA_TENANT_ID "
+                "(or JWKS_URL and TOKEN_ISSUER)"
+            )
+        return settings
+
+    def secret(self, setting_name: str) -> str:
+        """Read a connection's client secret at run time from the named app setting."""
+        value = self.environ.get(setting_name)
+        if not value:
+            raise ConfigurationError(
+                f"the app setting {setting_name} that should hold the connection's client secret "
+                "is missing or empty"
+            )
+        return value

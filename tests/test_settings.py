@@ -1,0 +1,53 @@
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.settings import AuthMode, Settings
+
+BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "AUTH_MODE": "local-dev"}
+
+
+def test_defaults_are_documented_values() -> None:
+    s = Settings.from_env(BASE)
+    assert s.run_queue == "segment-export-runs"
+    assert s.refresh_schedule == "0 0 2 * * *"
+    assert s.sales_chunk_size == 1000
+    assert s.sales_page_size == 5000
+    assert s.auth_mode is AuthMode.LOCAL_DEV
+    assert s.allow_loopback_sales is False
+
+
+def test_missing_storage_is_named() -> None:
+    with pytest.raises(ConfigurationError, match="AzureWebJobsStorage"):
+        Settings.from_env({})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SALES_CHUNK_SIZE", "0"),
+        ("SALES_PAGE_SIZE", "5001"),
+        ("SALES_MAX_PARALLEL", "x"),
+        ("ALLOW_LOOPBACK_SALES", "maybe"),
+        ("AUTH_MODE", "open"),
+    ],
+)
+def test_bad_values_name_the_setting(name: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_env({**BASE, name: value})
+
+
+def test_local_dev_refused_in_azure() -> None:
+    with pytest.raises(ConfigurationError, match="WEBSITE_INSTANCE_ID"):
+        Settings.from_env({**BASE, "WEBSITE_INSTANCE_ID": "abc"})
+
+
+def test_entra_mode_needs_audience() -> None:
+    with pytest.raises(ConfigurationError, match="API_AUDIENCE"):
+        Settings.from_env({"AzureWebJobsStorage": "x"})
+
+
+def test_secret_is_read_from_named_setting_at_run_time() -> None:
+    s = Settings.from_env({**BASE, "CONTOSO_SECRET": "s3cr3t"})
+    assert s.secret("CONTOSO_SECRET") == "s3cr3t"
+    with pytest.raises(ConfigurationError, match="MISSING_ONE"):
+        s.secret("MISSING_ONE")
