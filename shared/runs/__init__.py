@@ -1,0 +1,1 @@
+"""Runs: request, schedule, execute (lease, slices, continuation) and record export runs."""
