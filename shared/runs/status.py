@@ -1,0 +1,92 @@
+"""Pure rules for a run's figures and final status (no I/O, tested without any service).
+
+Final status rule (applied once every segment was attempted, unless canceled):
+
+* ``succeeded`` — every segment synced completely, no member was left out, and Sales accepted
+  every add/remove (no ``failed`` members). An empty segment counts as synced.
+* ``partially-succeeded`` — at least one segment synced completely, but something is short of
+  the full result: another segment failed, members were left out (no customer record, no or bad
+  contact id, contact missing or inactive, duplicate contact), or Sales refused some members.
+  A run whose members all went unmatched is partially-succeeded with a reason that says so
+  (the lists are still in step with what could be matched).
+* ``failed`` — every segment failed, or the whole run failed (credential refused, server
+  unreachable, export or connection gone, retries exhausted).
+* ``canceled`` — someone asked to cancel; the worker stopped at the next chunk boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from shared.models import RunStatus, SegmentResult
+
+
+def merge_segment(base: SegmentResult, call: SegmentResult) -> SegmentResult:
+    """Combine the figures saved before a sync call with what that call reports.
+
+    ``members``, ``matched``, ``left_out`` and the list are absolute in each call (the latest
+    wins); ``added``, ``removed`` and ``failed`` count only one call's work, so they add up.
+    """
+    return replace(
+        call,
+        list_id=call.list_id or base.list_id,
+        list_name=call.list_name or base.list_name,
+        left_out=dict(call.left_out),
+        added=base.added + call.added,
+        removed=base.removed + call.removed,
+        failed=base.failed + call.failed,
+        list_created=base.list_created or call.list_created,
+        list_recreated=base.list_recreated or call.list_recreated,
+        progress=replace(call.progress),
+    )
+
+
+def is_pending(segment: SegmentResult) -> bool:
+    """Still to do in a later slice: neither synced completely nor failed."""
+    return not segment.complete and not segment.error
+
+
+def decide_final_status(segments: Sequence[SegmentResult]) -> tuple[RunStatus, str | None]:
+    """Final status and a short reason (None when nothing needs saying); see module docstring."""
+    failed = [s for s in segments if s.error]
+    synced = [s for s in segments if s.complete and not s.error]
+    if not synced:
+        if not failed:
+            return RunStatus.FAILED, "no segment was synced"
+        return RunStatus.FAILED, "every segment failed: " + _describe_failed(failed)
+    parts: list[str] = []
+    if failed:
+        parts.append(
+            f"{len(synced)} of {len(segments)} segments synced; failed: {_describe_failed(failed)}"
+        )
+    left_out: dict[str, int] = {}
+    for segment in synced:
+        for reason, count in segment.left_out.items():
+            left_out[reason] = left_out.get(reason, 0) + count
+    members = sum(s.members for s in synced)
+    matched = sum(s.matched for s in synced)
+    if members and not matched:
+        parts.append(
+            f"none of the {members:,} members matched an active contact: check the connection's "
+            "contact-ID field and the customer rows (see the rejections)"
+        )
+    elif left_out:
+        by_reason = ", ".join(f"{reason} {count:,}" for reason, count in sorted(left_out.items()))
+        parts.append(f"{sum(left_out.values()):,} members left out ({by_reason}); see rejections")
+    refused = sum(s.failed for s in synced)
+    if refused:
+        parts.append(f"Sales refused {refused:,} member changes; see rejections")
+    if parts:
+        return RunStatus.PARTIALLY_SUCCEEDED, "; ".join(parts)
+    return RunStatus.SUCCEEDED, None
+
+
+def _describe_failed(failed: Sequence[SegmentResult]) -> str:
+    return "; ".join(f"{s.segment!r}: {s.error}" for s in failed)
+
+
+def join_reasons(*reasons: str | None) -> str | None:
+    """Join the non-empty reasons with '; ' (None when there are none)."""
+    kept = [r for r in reasons if r]
+    return "; ".join(kept) if kept else None
