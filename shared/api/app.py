@@ -1,0 +1,95 @@
+"""The FastAPI app factory. Cheap to call: settings, store and identity are resolved on the first
+request (see ``deps.ApiContext``), so importing ``function_app`` stays fast."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from shared.api.deps import ApiContext, SettingsProvider, StoreFactory, any_role
+from shared.api.identity import Caller, IdentityResolver
+from shared.api.middleware import BodyLimitMiddleware, GuardMiddleware
+from shared.api.problems import PROBLEM_JSON, install_handlers
+from shared.api.schemas import HealthOut
+from shared.settings import Settings
+
+OPENAPI_URL = "/api/openapi.json"
+DOCS_URL = "/api/docs"
+
+_PROBLEM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "required": ["type", "title", "status", "detail", "instance"],
+}
+
+
+def _settings_from_env() -> Settings:
+    return Settings.from_env()
+
+
+def create_api(
+    settings_provider: SettingsProvider = _settings_from_env,
+    *,
+    store_factory: StoreFactory | None = None,
+    resolver_factory: Callable[[Settings], IdentityResolver] | None = None,
+) -> FastAPI:
+    from shared.api.routes import connections, customers, exports, runs, segments
+
+    api = FastAPI(
+        title="Segment Export for Dynamics 365 Sales",
+        version="1.0",
+        description=(
+            "Keeps one static marketing list of existing contacts in Dynamics 365 Sales equal to "
+            "each exported customer segment. Errors are RFC 9457 problem+json. Roles: Admin, "
+            "Contributor, Viewer."
+        ),
+        openapi_url=None,  # served below, behind the caller check
+        docs_url=None,
+        redoc_url=None,
+        responses={
+            "4XX": {
+                "description": "problem",
+                "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}},
+            },
+        },
+    )
+    ctx = ApiContext(settings_provider, store_factory, resolver_factory)
+    api.state.context = ctx
+    install_handlers(api)
+
+    @api.get("/api/health", response_model=HealthOut, tags=["health"], summary="Liveness")
+    def health() -> HealthOut:
+        return HealthOut(status="ok")
+
+    for module in (connections, exports, runs, segments, customers):
+        api.include_router(module.router)
+
+    @api.get(OPENAPI_URL, include_in_schema=False)
+    def openapi(caller: Annotated[Caller, Depends(any_role)]) -> JSONResponse:
+        return JSONResponse(api.openapi())
+
+    @api.get(DOCS_URL, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        # The page itself is static; it fetches the schema with the browser's identity.
+        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title="Segment Export API")
+
+    api.add_middleware(BodyLimitMiddleware, limit=lambda: ctx.settings().max_upload_bytes)
+    api.add_middleware(GuardMiddleware)
+    return api

@@ -1,0 +1,129 @@
+"""FastAPI dependencies: settings, store and caller, all resolved lazily on first use.
+
+Nothing here runs at import time; the first request builds the settings, the store (and its
+tables) and the identity resolver, and later requests reuse them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from shared.api.identity import Caller, IdentityResolver, IdentityUnavailable, NotAuthenticated
+from shared.api.problems import ApiProblem
+from shared.models import Role
+from shared.settings import Settings
+
+SettingsProvider = Callable[[], Settings]
+StoreFactory = Callable[[Settings], Any]
+
+
+def _default_store_factory(settings: Settings) -> Any:
+    from shared.store import open_store  # lazy: azure-data-tables is heavy
+
+    store = open_store(settings)
+    store.ensure()
+    return store
+
+
+class ApiContext:
+    """Per-app lazily built collaborators (one per worker process)."""
+
+    def __init__(
+        self,
+        settings_provider: SettingsProvider,
+        store_factory: StoreFactory | None = None,
+        resolver_factory: Callable[[Settings], IdentityResolver] | None = None,
+    ) -> None:
+        self._settings_provider = settings_provider
+        self._store_factory = store_factory or _default_store_factory
+        self._resolver_factory = resolver_factory or IdentityResolver
+        self._lock = threading.Lock()
+        self._settings: Settings | None = None
+        self._store: Any = None
+        self._resolver: IdentityResolver | None = None
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            with self._lock:
+                if self._settings is None:
+                    self._settings = self._settings_provider()
+        return self._settings
+
+    def store(self) -> Any:
+        if self._store is None:
+            settings = self.settings()
+            with self._lock:
+                if self._store is None:
+                    self._store = self._store_factory(settings)
+        return self._store
+
+    def resolver(self) -> IdentityResolver:
+        if self._resolver is None:
+            settings = self.settings()
+            with self._lock:
+                if self._resolver is None:
+                    self._resolver = self._resolver_factory(settings)
+        return self._resolver
+
+
+def context(request: Request) -> ApiContext:
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+def get_settings(request: Request) -> Settings:
+    return context(request).settings()
+
+
+def get_store(request: Request) -> Any:
+    return context(request).store()
+
+
+UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="segment-export"'}
+
+
+def get_caller(request: Request) -> Caller:
+    try:
+        caller = context(request).resolver().resolve(request.headers)
+    except NotAuthenticated as exc:
+        headers = dict(UNAUTHORIZED)
+        if request.headers.get("authorization"):
+            headers["WWW-Authenticate"] += ', error="invalid_token"'
+        raise ApiProblem(
+            401, f"Authentication required: {exc}.", kind="unauthenticated", headers=headers
+        ) from None
+    except IdentityUnavailable:
+        raise ApiProblem(
+            503,
+            "The caller's token could not be checked right now; retry shortly.",
+            kind="identity-unavailable",
+            headers={"Retry-After": "10"},
+        ) from None
+    if caller.role is None:
+        raise ApiProblem(
+            403,
+            "You have no role in this application (Admin, Contributor or Viewer).",
+            kind="forbidden",
+        )
+    return caller
+
+
+def require(minimum: Role) -> Callable[..., Caller]:
+    """A dependency that admits callers holding at least ``minimum``."""
+
+    def check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        if not caller.at_least(minimum):
+            raise ApiProblem(
+                403, f"This needs the {minimum.value} role or higher.", kind="forbidden"
+            )
+        return caller
+
+    return check
+
+
+any_role = require(Role.VIEWER)
+contributor = require(Role.CONTRIBUTOR)
+admin = require(Role.ADMIN)

@@ -1,0 +1,291 @@
+"""/api/exports: Admin manages all exports; a Contributor manages the exports on connections usable
+by contributors (and detached ones) and reads the rest; a Viewer reads. Saving never runs."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Response
+
+from shared.api.common import check_if_match, merge_patch, utc_now_iso, validate_document
+from shared.api.deps import any_role, contributor, get_store
+from shared.api.identity import Caller
+from shared.api.problems import ApiProblem
+from shared.api.schemas import (
+    LIST_NAME_MAX,
+    RESOURCE_ID_PATTERN,
+    ExportIn,
+    ExportList,
+    ExportOut,
+    ExportPatch,
+    export_input_dict,
+    export_out,
+    render_list_name,
+)
+from shared.errors import NotFoundError, PreconditionFailedError
+from shared.models import Audit, Connection, Export, Role, UsableBy
+
+log = logging.getLogger("shared.api")
+router = APIRouter(prefix="/api/exports", tags=["exports"])
+
+ExportId = Annotated[str, Path(pattern=RESOURCE_ID_PATTERN, description="export id")]
+IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=512)]
+ETAG_HEADER = {"ETag": {"description": "version of the resource", "schema": {"type": "string"}}}
+
+
+class ExportMerged(ExportIn):
+    """A merged export may stay detached (no connection) until a connection is attached."""
+
+    connection_id: str | None = None  # type: ignore[assignment]
+
+
+def may_use(caller: Caller, connection: Connection | None) -> bool:
+    """May the caller point an export at this connection?"""
+    if connection is None:
+        return False
+    if caller.is_admin:
+        return True
+    return (
+        caller.role is Role.CONTRIBUTOR
+        and connection.usable_by is UsableBy.ADMINISTRATORS_AND_CONTRIBUTORS
+    )
+
+
+def may_manage(caller: Caller, export: Export, connections: dict[str, Connection]) -> bool:
+    """May the caller change or run this export? Admin: all. Contributor: exports on a
+    connection usable by contributors, and detached exports (only an admin-approved
+    connection can be attached to them again). Viewer: none."""
+    if caller.is_admin:
+        return True
+    if caller.role is not Role.CONTRIBUTOR:
+        return False
+    if export.connection_id is None:
+        return True
+    return may_use(caller, connections.get(export.connection_id))
+
+
+def connections_by_id(store: Any) -> dict[str, Connection]:
+    return {c.id: c for c in store.connections.list()}
+
+
+def require_manage(caller: Caller, export: Export, store: Any) -> None:
+    connection = None
+    if export.connection_id is not None:
+        try:
+            connection = store.connections.get(export.connection_id)
+        except NotFoundError:
+            connection = None
+    mapping = {connection.id: connection} if connection else {}
+    if not may_manage(caller, export, mapping):
+        raise ApiProblem(
+            403,
+            "You may read this export but not change or run it: its connection is not usable "
+            "by contributors.",
+            kind="forbidden",
+        )
+
+
+def check_references(
+    body: ExportIn, caller: Caller, store: Any, *, connection_changed: bool
+) -> None:
+    """Connection usable, segments exist and are distinct, list names fit. 422 naming the field."""
+    errors: list[dict[str, str]] = []
+    if body.connection_id is not None and connection_changed:
+        try:
+            connection: Connection | None = store.connections.get(body.connection_id)
+        except (NotFoundError, ValueError):
+            connection = None
+        if not may_use(caller, connection):
+            errors.append({"field": "connectionId", "message": "no such connection usable by you"})
+    known = {info.name for info in store.segments.list()}
+    seen: set[str] = set()
+    for index, name in enumerate(body.segments):
+        if name in seen:
+            errors.append({"field": f"segments[{index}]", "message": "duplicate segment"})
+        elif name not in known:
+            errors.append({"field": f"segments[{index}]", "message": "no such segment"})
+        seen.add(name)
+    errors.extend(_list_name_errors(body.list_name, body.display_name, body.segments))
+    if errors:
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        raise ApiProblem(
+            422,
+            f"The export is not valid: {summary}",
+            kind="validation",
+            title="Invalid request",
+            errors=errors,
+        )
+
+
+def _list_name_errors(
+    template: str, export_name: str, segments: Sequence[str]
+) -> list[dict[str, str]]:
+    names = [render_list_name(template, segment=s, export=export_name) for s in segments]
+    longest = max((len(n) for n in names), default=0)
+    if longest > LIST_NAME_MAX:
+        return [
+            {
+                "field": "listName",
+                "message": f"renders to {longest} characters; Dataverse allows {LIST_NAME_MAX}",
+            }
+        ]
+    if any(not n.strip() for n in names):
+        return [{"field": "listName", "message": "renders to an empty name"}]
+    if len(set(names)) != len(names):
+        return [
+            {
+                "field": "listName",
+                "message": "renders the same name for several segments; include {segment}",
+            }
+        ]
+    return []
+
+
+def _build(body: ExportIn, *, id: str, audit: Audit) -> Export:
+    return Export(
+        id=id,
+        display_name=body.display_name,
+        connection_id=body.connection_id,
+        segments=list(body.segments),
+        mode=body.mode,
+        enabled=body.enabled,
+        list_name=body.list_name,
+        audit=audit,
+    )
+
+
+def _answer(response: Response, export: Export, caller: Caller, store: Any) -> ExportOut:
+    if export.etag:
+        response.headers["ETag"] = export.etag
+    can_edit = caller.is_admin or (
+        caller.role is Role.CONTRIBUTOR and may_manage(caller, export, connections_by_id(store))
+    )
+    return export_out(export, can_edit=can_edit)
+
+
+@router.get("", response_model=ExportList, summary="List exports (all roles)")
+def list_exports(
+    caller: Annotated[Caller, Depends(any_role)], store: Annotated[Any, Depends(get_store)]
+) -> ExportList:
+    connections = connections_by_id(store)
+    exports = sorted(store.exports.list(), key=lambda e: e.display_name.lower())
+    return ExportList(
+        items=[export_out(e, can_edit=may_manage(caller, e, connections)) for e in exports]
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ExportOut,
+    summary="Create an export (Admin; Contributor on usable connections). Saving never runs.",
+    responses={201: {"headers": {**ETAG_HEADER, "Location": {"schema": {"type": "string"}}}}},
+)
+def create_export(
+    body: ExportIn,
+    response: Response,
+    caller: Annotated[Caller, Depends(contributor)],
+    store: Annotated[Any, Depends(get_store)],
+) -> ExportOut:
+    check_references(body, caller, store, connection_changed=True)
+    now = utc_now_iso()
+    export = _build(body, id=uuid.uuid4().hex, audit=Audit(caller.name, now, caller.name, now))
+    created = store.exports.create(export)
+    log.info("export %s created by %s", created.id, caller.name)
+    response.headers["Location"] = f"/api/exports/{created.id}"
+    return _answer(response, created, caller, store)
+
+
+@router.get(
+    "/{export_id}",
+    response_model=ExportOut,
+    summary="Read an export (all roles)",
+    responses={200: {"headers": ETAG_HEADER}},
+)
+def get_export(
+    export_id: ExportId,
+    response: Response,
+    caller: Annotated[Caller, Depends(any_role)],
+    store: Annotated[Any, Depends(get_store)],
+) -> ExportOut:
+    return _answer(response, store.exports.get(export_id), caller, store)
+
+
+@router.patch(
+    "/{export_id}",
+    response_model=ExportOut,
+    summary="Change an export (JSON merge patch; If-Match optional). Saving never runs.",
+    responses={200: {"headers": ETAG_HEADER}},
+)
+def patch_export(
+    export_id: ExportId,
+    patch: ExportPatch,
+    response: Response,
+    caller: Annotated[Caller, Depends(contributor)],
+    store: Annotated[Any, Depends(get_store)],
+    if_match: IfMatch = None,
+) -> ExportOut:
+    changes = patch.model_dump(by_alias=True, exclude_unset=True)
+    if "connectionId" in changes and changes["connectionId"] is None:
+        raise ApiProblem(
+            422,
+            "connectionId: an export cannot be detached by PATCH; delete its connection with "
+            "?detach=true instead.",
+            kind="validation",
+            errors=[{"field": "connectionId", "message": "must not be null"}],
+        )
+    for _ in range(3):
+        current: Export = store.exports.get(export_id)
+        require_manage(caller, current, store)
+        check_if_match(if_match, current.etag)
+        merged = merge_patch(export_input_dict(current), changes)
+        body = validate_document(ExportMerged, merged)
+        check_references(
+            body, caller, store, connection_changed=body.connection_id != current.connection_id
+        )
+        audit = Audit(
+            current.audit.created_by, current.audit.created_at, caller.name, utc_now_iso()
+        )
+        try:
+            saved = store.exports.update(
+                _build(body, id=current.id, audit=audit), if_match=current.etag
+            )
+        except PreconditionFailedError:
+            if if_match is not None:
+                raise
+            continue
+        log.info("export %s changed by %s", export_id, caller.name)
+        return _answer(response, saved, caller, store)
+    raise ApiProblem(409, "The export kept changing; try again.", kind="conflict")
+
+
+@router.delete("/{export_id}", status_code=204, summary="Delete an export (If-Match optional)")
+def delete_export(
+    export_id: ExportId,
+    caller: Annotated[Caller, Depends(contributor)],
+    store: Annotated[Any, Depends(get_store)],
+    if_match: IfMatch = None,
+) -> Response:
+    current: Export = store.exports.get(export_id)
+    require_manage(caller, current, store)
+    check_if_match(if_match, current.etag)
+    active = store.active_runs.get(export_id)
+    if active is not None:
+        try:
+            still_active = store.runs.get(export_id, active).status.is_active
+        except NotFoundError:
+            still_active = False
+        if still_active:
+            raise ApiProblem(
+                409,
+                f"Run {active} of this export is queued or running; cancel it or wait for it "
+                "to finish before deleting the export.",
+                kind="run-active",
+                extra={"activeRunId": active},
+            )
+    store.exports.delete(export_id, if_match=current.etag)
+    log.info("export %s deleted by %s", export_id, caller.name)
+    return Response(status_code=204)

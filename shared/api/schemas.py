@@ -1,0 +1,496 @@
+"""API schemas (pydantic, camelCase on the wire) and their conversion from/to domain records.
+
+Input models forbid unknown fields and accept only the camelCase names. Output models are
+built from the domain dataclasses; they never carry a secret (a connection holds only the NAME
+of the app setting with its secret).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+from pydantic.alias_generators import to_camel
+
+from shared.models import (
+    Audit,
+    Connection,
+    Credential,
+    CredentialKind,
+    Export,
+    ExportMode,
+    UsableBy,
+)
+
+GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+DOMAIN_PATTERN = r"^(?=.{4,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+SETTING_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+RESOURCE_ID_PATTERN = r"^[0-9a-f]{32}$"  # connection and export ids: uuid4 hex
+RUN_ID_PATTERN = r"^[0-9A-Za-z-]{1,64}$"
+# Segment names become Table keys: no / \ # ? and no control characters.
+SEGMENT_NAME_PATTERN = r"^[^/\\#?\x00-\x1f\x7f-\x9f]{1,100}$"
+LIST_NAME_MAX = 128  # Dataverse list.listname maximum length
+MAX_SEGMENTS = 50
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+DisplayName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)
+]
+Guid = Annotated[str, StringConstraints(pattern=GUID_PATTERN), AfterValidator(_lower)]
+
+
+def _tenant(value: str) -> str:
+    if re.match(GUID_PATTERN, value) or re.match(DOMAIN_PATTERN, value):
+        return value.lower()
+    raise ValueError("must be a tenant GUID or a domain such as contoso.onmicrosoft.com")
+
+
+TenantId = Annotated[str, StringConstraints(min_length=1, max_length=253), AfterValidator(_tenant)]
+SettingName = Annotated[str, StringConstraints(pattern=SETTING_NAME_PATTERN)]
+ColumnName = Annotated[str, StringConstraints(pattern=COLUMN_PATTERN)]
+SegmentName = Annotated[
+    str, StringConstraints(pattern=SEGMENT_NAME_PATTERN), AfterValidator(_not_blank)
+]
+
+
+class InputModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_alias=True, validate_by_name=False, extra="forbid"
+    )
+
+
+class OutputModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=True,
+        from_attributes=True,
+        serialize_by_alias=True,
+    )
+
+
+# --- connections -------------------------------------------------------------------------------
+
+
+class ClientSecretCredentialIn(InputModel):
+    kind: Literal["client-secret"]
+    tenant_id: TenantId
+    client_id: Guid
+    secret_setting: SettingName = Field(
+        description="NAME of the app setting (or Key Vault reference) holding the client secret; "
+        "never the secret itself"
+    )
+
+
+class ManagedIdentityCredentialIn(InputModel):
+    kind: Literal["managed-identity"]
+    client_id: Guid | None = Field(
+        default=None, description="user-assigned identity's client id; omit for system-assigned"
+    )
+
+
+CredentialIn = Annotated[
+    ClientSecretCredentialIn | ManagedIdentityCredentialIn, Field(discriminator="kind")
+]
+
+
+class ConnectionIn(InputModel):
+    display_name: DisplayName
+    type: Literal["dynamics365-sales"] = "dynamics365-sales"
+    usable_by: UsableBy = UsableBy.ADMINISTRATORS
+    server_address: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+        description="https://<org>.crm.dynamics.com (an allowed Dynamics 365 host)"
+    )
+    credential: CredentialIn
+    contact_id_field: ColumnName = Field(
+        description="customer column that holds the Dynamics 365 contact ID"
+    )
+
+
+class CredentialPatch(InputModel):
+    kind: Literal["client-secret", "managed-identity"] | None = None
+    tenant_id: str | None = None
+    client_id: str | None = None
+    secret_setting: str | None = None
+
+
+class ConnectionPatch(InputModel):
+    """JSON merge patch (RFC 7396): fields present replace, ``null`` clears an optional field.
+    The merged connection is validated as a whole."""
+
+    display_name: str | None = None
+    type: str | None = None
+    usable_by: str | None = None
+    server_address: str | None = None
+    credential: CredentialPatch | None = None
+    contact_id_field: str | None = None
+
+
+class CredentialOut(OutputModel):
+    kind: CredentialKind
+    tenant_id: str | None = None
+    client_id: str | None = None
+    secret_setting: str | None = None
+
+
+class AuditOut(OutputModel):
+    created_by: str = ""
+    created_at: str = ""
+    updated_by: str = ""
+    updated_at: str = ""
+
+
+class ConnectionOut(AuditOut):
+    id: str
+    display_name: str
+    type: str
+    usable_by: UsableBy
+    server_address: str
+    credential: CredentialOut
+    contact_id_field: str
+
+
+class ConnectionSummary(OutputModel):
+    """What contributors and viewers see of a connection."""
+
+    id: str
+    display_name: str
+    type: str
+
+
+class ConnectionList(OutputModel):
+    items: list[ConnectionOut | ConnectionSummary]
+
+
+class ConnectionInUse(OutputModel):
+    id: str
+    display_name: str
+
+
+class ProbeCheckOut(OutputModel):
+    name: str
+    ok: bool
+    detail: str
+
+
+class ConnectionTestOut(OutputModel):
+    ok: bool
+    checks: list[ProbeCheckOut]
+
+
+def credential_from_input(
+    value: ClientSecretCredentialIn | ManagedIdentityCredentialIn,
+) -> Credential:
+    if isinstance(value, ClientSecretCredentialIn):
+        return Credential(
+            kind=CredentialKind.CLIENT_SECRET,
+            tenant_id=value.tenant_id,
+            client_id=value.client_id,
+            secret_setting=value.secret_setting,
+        )
+    return Credential(kind=CredentialKind.MANAGED_IDENTITY, client_id=value.client_id)
+
+
+def connection_input_dict(connection: Connection) -> dict[str, Any]:
+    """The connection as the camelCase input document (for merge patching)."""
+    cred: dict[str, Any] = {"kind": connection.credential.kind.value}
+    if connection.credential.kind is CredentialKind.CLIENT_SECRET:
+        cred.update(
+            tenantId=connection.credential.tenant_id,
+            clientId=connection.credential.client_id,
+            secretSetting=connection.credential.secret_setting,
+        )
+    elif connection.credential.client_id:
+        cred["clientId"] = connection.credential.client_id
+    return {
+        "displayName": connection.display_name,
+        "type": connection.type,
+        "usableBy": connection.usable_by.value,
+        "serverAddress": connection.server_address,
+        "credential": cred,
+        "contactIdField": connection.contact_id_field,
+    }
+
+
+def _audit(audit: Audit) -> dict[str, str]:
+    return {
+        "created_by": audit.created_by,
+        "created_at": audit.created_at,
+        "updated_by": audit.updated_by,
+        "updated_at": audit.updated_at,
+    }
+
+
+def connection_out(connection: Connection) -> ConnectionOut:
+    cred = connection.credential
+    return ConnectionOut(
+        id=connection.id,
+        display_name=connection.display_name,
+        type=connection.type,
+        usable_by=connection.usable_by,
+        server_address=connection.server_address,
+        credential=CredentialOut(
+            kind=cred.kind,
+            tenant_id=cred.tenant_id,
+            client_id=cred.client_id,
+            secret_setting=cred.secret_setting,
+        ),
+        contact_id_field=connection.contact_id_field,
+        **_audit(connection.audit),
+    )
+
+
+def connection_summary(connection: Connection) -> ConnectionSummary:
+    return ConnectionSummary(
+        id=connection.id, display_name=connection.display_name, type=connection.type
+    )
+
+
+# --- exports -----------------------------------------------------------------------------------
+
+
+def list_name_fields(template: str) -> list[str]:
+    """Placeholder names in a list-name template; ValueError if the template is malformed."""
+    names = []
+    for _, field_name, spec, conversion in string.Formatter().parse(template):
+        if field_name is None:
+            continue
+        if field_name not in ("segment", "export") or spec or conversion:
+            raise ValueError("only the placeholders {segment} and {export} are allowed")
+        names.append(field_name)
+    return names
+
+
+def render_list_name(template: str, *, segment: str, export: str) -> str:
+    list_name_fields(template)
+    return template.format(segment=segment, export=export)
+
+
+def _template(value: str) -> str:
+    try:
+        list_name_fields(value)
+    except ValueError as exc:
+        if "placeholders" in str(exc):
+            raise
+        raise ValueError(
+            "braces must form {segment} or {export} (write {{ or }} for a brace)"
+        ) from None
+    return value
+
+
+ListNameTemplate = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=512),
+    AfterValidator(_not_blank),
+    AfterValidator(_template),
+]
+
+
+class ExportIn(InputModel):
+    display_name: DisplayName
+    connection_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    segments: Annotated[list[SegmentName], Field(min_length=1, max_length=MAX_SEGMENTS)]
+    mode: ExportMode = ExportMode.MIRROR
+    enabled: bool = True
+    list_name: ListNameTemplate = Field(
+        default="{segment}",
+        description="marketing list name; {segment} and {export} are replaced; "
+        f"the rendered name must be at most {LIST_NAME_MAX} characters",
+    )
+
+
+class ExportPatch(InputModel):
+    """JSON merge patch of an export; the merged export is validated as a whole."""
+
+    display_name: str | None = None
+    connection_id: str | None = None
+    segments: list[Any] | None = None
+    mode: str | None = None
+    enabled: bool | None = None
+    list_name: str | None = None
+
+
+class ExportOut(AuditOut):
+    id: str
+    display_name: str
+    connection_id: str | None
+    detached: bool
+    segments: list[str]
+    mode: ExportMode
+    enabled: bool
+    list_name: str
+    your_permissions: Literal["edit", "view"] = Field(
+        description="whether the caller may change this export (contributors: only on "
+        "connections usable by contributors)"
+    )
+
+
+class ExportList(OutputModel):
+    items: list[ExportOut]
+
+
+def export_input_dict(export: Export) -> dict[str, Any]:
+    return {
+        "displayName": export.display_name,
+        "connectionId": export.connection_id,
+        "segments": list(export.segments),
+        "mode": export.mode.value,
+        "enabled": export.enabled,
+        "listName": export.list_name,
+    }
+
+
+def export_out(export: Export, *, can_edit: bool) -> ExportOut:
+    return ExportOut(
+        id=export.id,
+        display_name=export.display_name,
+        connection_id=export.connection_id,
+        detached=export.detached,
+        segments=list(export.segments),
+        mode=export.mode,
+        enabled=export.enabled,
+        list_name=export.list_name,
+        your_permissions="edit" if can_edit else "view",
+        **_audit(export.audit),
+    )
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+
+class SegmentProgressOut(OutputModel):
+    phase: str
+    done: int
+    total: int
+
+
+class SegmentResultOut(OutputModel):
+    segment: str
+    list_id: str | None = None
+    list_name: str | None = None
+    members: int = 0
+    matched: int = 0
+    left_out: dict[str, int] = Field(default_factory=dict, description="reason -> count")
+    added: int = 0
+    removed: int = 0
+    failed: int = 0
+    list_created: bool = False
+    list_recreated: bool = False
+    complete: bool = False
+    error: str | None = None
+    progress: SegmentProgressOut
+
+
+class RunOut(OutputModel):
+    id: str
+    export_id: str
+    trigger: str
+    status: str
+    dry_run: bool
+    requested_by: str
+    queued_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    segments: list[SegmentResultOut]
+    error: str | None = None
+    reason: str | None = None
+    slices: int = 0
+    cancel_requested: bool = False
+
+
+class RunPage(OutputModel):
+    items: list[RunOut]
+    next_link: str | None = None
+
+
+class RunAllOut(OutputModel):
+    items: list[RunOut]
+
+
+class RejectionOut(OutputModel):
+    segment: str
+    customer_id: str
+    reason: str
+    contact_id: str | None = None
+    detail: str = ""
+
+
+class RejectionPage(OutputModel):
+    items: list[RejectionOut]
+    next_link: str | None = None
+
+
+# --- segments and customers --------------------------------------------------------------------
+
+
+class SegmentMembersIn(InputModel):
+    members: list[str]
+
+
+class HealthOut(OutputModel):
+    status: Literal["ok"]
+
+
+CUSTOMER_ID_PATTERN = r"^[^/\\#?\x00-\x1f\x7f-\x9f]{1,256}$"
+
+
+class SegmentInfoOut(OutputModel):
+    name: str
+    members: int = Field(description="number of members (customer IDs)")
+    updated_at: str | None = None
+
+
+class SegmentDetail(SegmentInfoOut):
+    member_ids: list[str] | None = Field(
+        default=None, description="a page of members, with ?members=true"
+    )
+    next_link: str | None = None
+
+
+class SegmentList(OutputModel):
+    items: list[SegmentInfoOut]
+
+
+def segment_info_out(info: Any) -> SegmentInfoOut:
+    count = getattr(info, "members", None)
+    if not isinstance(count, int):
+        count = getattr(info, "member_count", getattr(info, "count", 0))
+    return SegmentInfoOut(
+        name=info.name, members=int(count), updated_at=getattr(info, "updated_at", None)
+    )
+
+
+class RowErrorOut(OutputModel):
+    row: int
+    field: str | None = None
+    message: str
+
+
+class ImportReportOut(OutputModel):
+    received: int
+    created: int = 0
+    updated: int = 0
+    errors: list[RowErrorOut] = Field(default_factory=list)
+
+    @classmethod
+    def from_report(cls, report: Any) -> ImportReportOut:
+        return cls.model_validate(report)
