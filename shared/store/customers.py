@@ -1,0 +1,238 @@
+"""Unified customer rows, keyed by CustomerId; any other columns are stored as properties.
+
+Rows are spread over hash buckets (PartitionKey) so big imports run as parallel transactions.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from azure.data.tables import UpdateMode
+
+from shared.errors import NotFoundError, StoreLimitError
+from shared.store._boundary import translated
+from shared.store.keys import encode_key, text_problem, try_encode_key
+from shared.store.limits import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_CUSTOM_PROPERTIES,
+    check_entity,
+    property_name_problem,
+)
+from shared.store.tables import Tables, plain, properties, submit
+
+CUSTOMERS = "customers"
+ID_COLUMN = "CustomerId"
+BUCKETS = 32
+MAX_ID_CHARS = 256
+_WRITERS = 4
+_READERS = 8
+POINT_READ_MAX = 200  # up to this many ids: parallel point reads; more: bucket scans
+
+
+class RowError(NamedTuple):
+    row: int  # 1-based position of the row in the import
+    field: str  # column name ("" for the whole row)
+    message: str
+
+
+@dataclass(slots=True)
+class ImportReport:
+    rows: int
+    upserted: int
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def bucket_of(customer_id: str) -> str:
+    """Stable hash bucket (PartitionKey) of a customer id."""
+    return f"b{zlib.crc32(customer_id.encode('utf-8')) % BUCKETS:02d}"
+
+
+def row_problems(row: object) -> list[tuple[str, str]]:
+    """(field, message) problems of one customer row; empty if it can be stored."""
+    if not isinstance(row, Mapping):
+        return [("", f"a row must be an object of column -> value, got {type(row).__name__}")]
+    problems: list[tuple[str, str]] = []
+    if ID_COLUMN not in row or row[ID_COLUMN] is None:
+        problems.append((ID_COLUMN, "is required"))
+    else:
+        problem = text_problem(row[ID_COLUMN], max_chars=MAX_ID_CHARS)
+        if problem:
+            problems.append((ID_COLUMN, problem))
+    if len(row) > MAX_CUSTOM_PROPERTIES:
+        problems.append(
+            ("", f"{len(row)} columns; Table Storage allows at most {MAX_CUSTOM_PROPERTIES}")
+        )
+    for name, value in row.items():
+        name_problem = property_name_problem(name)
+        if name_problem:
+            problems.append((str(name), name_problem))
+            continue
+        if value is None or isinstance(value, str | bool):
+            continue
+        if isinstance(value, int):
+            if not INT64_MIN <= value <= INT64_MAX:
+                problems.append((name, "integer does not fit in 64 bits"))
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                problems.append((name, "number must be finite"))
+        else:
+            problems.append(
+                (
+                    name,
+                    f"unsupported value type {type(value).__name__} (use text, number, "
+                    "true/false or null)",
+                )
+            )
+    return problems
+
+
+def _entity(row: Mapping[str, Any]) -> dict[str, Any]:
+    customer_id = row[ID_COLUMN]
+    entity: dict[str, Any] = {
+        "PartitionKey": bucket_of(customer_id),
+        "RowKey": encode_key(customer_id, "CustomerId"),
+    }
+    entity.update({k: v for k, v in row.items() if v is not None})
+    return entity
+
+
+class CustomerRepository:
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def upsert_many(
+        self, rows: Sequence[Mapping[str, object]], *, merge: bool = False
+    ) -> ImportReport:
+        """Validate every row, then write all of them (or, if any row is bad, nothing).
+
+        Each row replaces the stored customer (merge=True keeps columns the row does not name).
+        A CustomerId appearing twice in one import is an error."""
+        errors: list[RowError] = []
+        entities: list[dict[str, Any]] = []
+        first_seen: dict[str, int] = {}
+        for number, row in enumerate(rows, start=1):
+            problems = row_problems(row)
+            if not problems:
+                customer_id = row[ID_COLUMN]  # type: ignore[index]
+                if customer_id in first_seen:
+                    problems.append(
+                        (
+                            ID_COLUMN,
+                            f"duplicate CustomerId, first seen in row {first_seen[customer_id]}",
+                        )
+                    )
+                else:
+                    first_seen[customer_id] = number  # type: ignore[index]
+            if not problems:
+                try:
+                    entity = _entity(row)  # type: ignore[arg-type]
+                    check_entity(entity, f"row {number}")
+                    entities.append(entity)
+                except StoreLimitError as error:
+                    problems.append(("", str(error)))
+            errors.extend(RowError(number, f, m) for f, m in problems)
+        if errors:
+            return ImportReport(rows=len(rows), upserted=0, errors=errors)
+        self._write(entities, merge)
+        return ImportReport(rows=len(rows), upserted=len(entities), errors=[])
+
+    def _write(self, entities: list[dict[str, Any]], merge: bool) -> None:
+        by_bucket: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        mode = UpdateMode.MERGE if merge else UpdateMode.REPLACE
+        for entity in entities:
+            by_bucket[entity["PartitionKey"]].append(("upsert", entity, {"mode": mode}))
+        client = self._tables.client(CUSTOMERS)
+        work = list(by_bucket.values())
+        if len(work) <= 1:
+            for ops in work:
+                submit(client, ops, "import customers")
+            return
+        with ThreadPoolExecutor(max_workers=_WRITERS) as pool:
+            for future in [pool.submit(submit, client, ops, "import customers") for ops in work]:
+                future.result()
+
+    def get(self, customer_id: str) -> dict[str, Any] | None:
+        key = try_encode_key(customer_id)
+        if key is None:
+            return None
+        try:
+            with translated(f"get customer {customer_id!r}"):
+                entity = self._tables.client(CUSTOMERS).get_entity(bucket_of(customer_id), key)
+        except NotFoundError:
+            return None
+        return properties(entity)
+
+    def get_many(
+        self, ids: Iterable[str], columns: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """{customer id: row} for the ids that exist. `columns` limits what is read
+        (CustomerId is always included)."""
+        wanted = {i for i in ids if try_encode_key(i) is not None}
+        if not wanted:
+            return {}
+        select = None if columns is None else sorted({ID_COLUMN, *columns})
+        if len(wanted) <= POINT_READ_MAX:
+            return self._point_reads(wanted, select)
+        return self._bucket_scans(wanted, select)
+
+    def _point_reads(self, wanted: set[str], select: list[str] | None) -> dict[str, dict[str, Any]]:
+        client = self._tables.client(CUSTOMERS)
+
+        def read(customer_id: str) -> dict[str, Any] | None:
+            try:
+                with translated(f"get customer {customer_id!r}"):
+                    entity = client.get_entity(
+                        bucket_of(customer_id), encode_key(customer_id), select=select
+                    )
+            except NotFoundError:
+                return None
+            return properties(entity)
+
+        found: dict[str, dict[str, Any]] = {}
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            for customer_id, row in zip(wanted, pool.map(read, wanted), strict=True):
+                if row is not None:
+                    found[customer_id] = row
+        return found
+
+    def _bucket_scans(
+        self, wanted: set[str], select: list[str] | None
+    ) -> dict[str, dict[str, Any]]:
+        client = self._tables.client(CUSTOMERS)
+        buckets = sorted({bucket_of(i) for i in wanted})
+
+        def scan(bucket: str) -> dict[str, dict[str, Any]]:
+            found: dict[str, dict[str, Any]] = {}
+            with translated("read customers"):
+                for entity in client.query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": bucket}, select=select
+                ):
+                    customer_id = plain(entity.get(ID_COLUMN))
+                    if customer_id in wanted:
+                        found[customer_id] = properties(entity)
+            return found
+
+        result: dict[str, dict[str, Any]] = {}
+        with ThreadPoolExecutor(max_workers=min(_READERS, len(buckets))) as pool:
+            for part in pool.map(scan, buckets):
+                result.update(part)
+        return result
+
+    def delete(self, customer_id: str) -> None:
+        """Idempotent."""
+        key = try_encode_key(customer_id)
+        if key is None:
+            return
+        with translated(f"delete customer {customer_id!r}"):
+            self._tables.client(CUSTOMERS).delete_entity(bucket_of(customer_id), key)
