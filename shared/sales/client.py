@@ -1,0 +1,405 @@
+"""Dataverse Web API client on httpx: headers, paging, $batch, throttling, retries, typed errors.
+
+Service protection rules this client keeps (see reference/dataverse-web-api.md §7):
+- 429: wait exactly ``Retry-After`` (exponential backoff when absent). The wait is a gate shared by
+  every thread using the client (limits are per user), so no request leaves before it elapses.
+- 502/503/504/408 and network errors (refused, reset, dropped mid-response): capped exponential
+  backoff with jitter, then ``TransientSalesError``.
+- 401: refresh the token once and re-send; a second 401 is an ``AuthenticationError``.
+- No cookie jar, so the ARRAffinity cookie is never sent back and requests spread over servers.
+- Parallel callers size their pools with ``dop`` = min(x-ms-dop-hint, configured maximum).
+Errors carry status, service error code, request id and a short body excerpt, never a token.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from shared.errors import (
+    AuthenticationError,
+    FatalSalesError,
+    SalesError,
+    TransientSalesError,
+)
+from shared.sales.auth import BearerAuth, TokenProvider, token_of
+from shared.sales.batch import BatchPart, BatchPartResponse, build_batch, parse_batch
+from shared.sales.odata import API_PATH
+
+RETRIABLE_STATUS = frozenset({408, 502, 503, 504})
+THROTTLED = 429
+BODY_EXCERPT = 300
+
+
+class SalesNotFoundError(FatalSalesError):
+    """404: the addressed record does not exist (e.g. a list deleted in Sales)."""
+
+
+class SalesBadRequestError(FatalSalesError):
+    """400-class refusal of one request (not auth, not throttling)."""
+
+
+class _Cookieless(httpx.Cookies):
+    """A cookie jar that keeps nothing: no ARRAffinity stickiness to one web server."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 8
+    backoff_base: float = 0.5  # seconds, doubled per attempt (5xx, network)
+    backoff_cap: float = 30.0
+    throttle_base: float = 2.0  # 2**n seconds when a 429 has no Retry-After
+    throttle_cap: float = 300.0
+    retry_after_margin: float = 0.0  # added to Retry-After (0: honour it exactly)
+
+
+class ThrottleGate:
+    """No request leaves before ``not_before``; a 429 on any thread moves it for all threads."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._not_before = 0.0
+
+    def close_for(self, seconds: float) -> None:
+        with self._lock:
+            self._not_before = max(self._not_before, self._clock() + max(0.0, seconds))
+
+    def remaining(self) -> float:
+        with self._lock:
+            return self._not_before - self._clock()
+
+    def wait(self) -> None:
+        while True:
+            remaining = self.remaining()
+            if remaining <= 0:
+                return
+            self._sleep(remaining)
+
+
+def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds, possibly fractional, or an HTTP date)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now())
+    except (TypeError, ValueError):
+        return None
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    for name in ("REQ_ID", "x-ms-service-request-id", "x-ms-request-id"):
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def _error_detail(body: bytes) -> tuple[str | None, str | None]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    code = error.get("code")
+    message = error.get("message")
+    return (str(code) if code else None), (str(message) if message else None)
+
+
+def error_for(status: int, headers: Mapping[str, str], body: bytes, context: str) -> SalesError:
+    """A typed error for a failed Dataverse response (outer or inside $batch)."""
+    code, message = _error_detail(body)
+    excerpt = body[:BODY_EXCERPT].decode("utf-8", "replace")
+    text = f"{context}: {message or 'HTTP ' + str(status)}"
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "request_id": request_id_of(headers),
+        "body_excerpt": excerpt,
+    }
+    if status == 401:
+        return AuthenticationError(text, **kwargs)
+    if status == 403:
+        return FatalSalesError(
+            text + " (the application user lacks a privilege: check its security role)", **kwargs
+        )
+    if status == 404:
+        return SalesNotFoundError(text, **kwargs)
+    if status == THROTTLED or status in RETRIABLE_STATUS:
+        return TransientSalesError(text, **kwargs)
+    if 400 <= status < 500:
+        return SalesBadRequestError(text, **kwargs)
+    return FatalSalesError(text, **kwargs)
+
+
+class SalesClient:
+    """One app identity against one Dataverse environment. Thread-safe."""
+
+    def __init__(
+        self,
+        server_address: str,
+        tokens: TokenProvider,
+        *,
+        verify: str | bool = True,
+        max_parallel: int = 8,
+        page_size: int = 5000,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        gate: ThrottleGate | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+        dop_hint: int | None = None,
+    ) -> None:
+        self.server_address = server_address.rstrip("/")
+        self.api_url = self.server_address + API_PATH
+        self.tokens = tokens
+        self.max_parallel = max(1, max_parallel)
+        self.page_size = page_size
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+        self.gate = gate or ThrottleGate(clock=clock, sleep=sleep)
+        self._dop_hint = dop_hint
+        self._dop_lock = threading.Lock()
+        self._counter_lock = threading.Lock()
+        self.requests_sent = 0  # outer HTTP requests, for diagnostics and tests
+        self._http = httpx.Client(
+            base_url=self.api_url,
+            auth=BearerAuth(tokens),
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+            cookies=_Cookieless(),
+            follow_redirects=False,
+            headers={
+                "Accept": "application/json",
+                "OData-MaxVersion": "4.0",
+                "OData-Version": "4.0",
+                "If-None-Match": "null",
+            },
+            limits=httpx.Limits(
+                max_connections=self.max_parallel + 2,
+                max_keepalive_connections=self.max_parallel + 2,
+            ),
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SalesClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The monotonic clock deadlines are measured with (injectable for tests)."""
+        return self._clock
+
+    # --- parallelism -------------------------------------------------------------------------
+
+    @property
+    def dop_hint(self) -> int | None:
+        return self._dop_hint
+
+    @property
+    def dop(self) -> int:
+        """Requests to keep in flight: the server's hint, capped by our own maximum."""
+        hint = self._dop_hint
+        return max(1, min(self.max_parallel, hint)) if hint else self.max_parallel
+
+    def ensure_dop(self) -> int:
+        """Learn x-ms-dop-hint (one WhoAmI) unless some response already carried it."""
+        if self._dop_hint is None:
+            self.who_am_i()
+        return self.dop
+
+    def _note(self, response: httpx.Response) -> None:
+        hint = response.headers.get("x-ms-dop-hint")
+        if hint and hint.strip().isdigit():
+            with self._dop_lock:
+                self._dop_hint = max(1, int(hint.strip()))
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.retry.backoff_cap, self.retry.backoff_base * (2 ** (attempt - 1)))
+        return ceiling * (0.5 + 0.5 * self._rng())  # "equal jitter": never zero, never in step
+
+    def _throttle_delay(self, response: httpx.Response, attempt: int) -> float:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if retry_after is not None:
+            return retry_after + self.retry.retry_after_margin
+        return min(self.retry.throttle_cap, self.retry.throttle_base**attempt)
+
+    def _check_origin(self, url: str) -> None:
+        # nextLinks come from the server; never send our token anywhere else.
+        if url.startswith(("http://", "https://")):
+            parts = urlsplit(url)
+            mine = urlsplit(self.server_address)
+            if (parts.scheme, parts.netloc.lower()) != (mine.scheme, mine.netloc.lower()):
+                raise FatalSalesError(f"Sales returned a link to another host: {parts.netloc}")
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: object | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry_unsafe: bool = True,
+        context: str = "",
+    ) -> httpx.Response:
+        """Send one request with the retry rules above. ``url`` is relative to the Web API root
+        or absolute (nextLink). ``retry_unsafe=False`` makes network errors and 5xx final (for
+        requests that must not run twice, such as creating a record)."""
+        self._check_origin(url)
+        context = context or f"{method} {url.split('?', 1)[0]}"
+        request_headers = dict(headers or {})
+        body = content
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":")).encode("utf-8")
+            request_headers.setdefault("Content-Type", "application/json")
+        attempt = 0
+        refreshed = False
+        while True:
+            self.gate.wait()
+            with self._counter_lock:
+                self.requests_sent += 1
+            try:
+                response = self._http.request(method, url, content=body, headers=request_headers)
+            except httpx.TransportError as exc:
+                attempt += 1
+                if not retry_unsafe or attempt > self.retry.max_retries:
+                    raise TransientSalesError(
+                        f"{context}: network error ({type(exc).__name__}), {attempt} attempt(s)"
+                    ) from None
+                self._sleep(self._backoff(attempt))
+                continue
+            self._note(response)
+            status = response.status_code
+            if status < 400:
+                return response
+            if status == 401 and not refreshed:
+                refreshed = True
+                used = token_of(response.request)
+                if used is not None:
+                    self.tokens.invalidate(used)
+                continue
+            if status == THROTTLED:
+                attempt += 1
+                # Close the gate before anything else so no thread sends while we decide.
+                self.gate.close_for(self._throttle_delay(response, attempt))
+                if attempt > self.retry.max_retries:
+                    raise error_for(status, response.headers, response.content, context)
+                continue
+            if status in RETRIABLE_STATUS and retry_unsafe:
+                attempt += 1
+                if attempt <= self.retry.max_retries:
+                    self._sleep(self._backoff(attempt))
+                    continue
+            raise error_for(status, response.headers, response.content, context)
+
+    # --- conveniences ------------------------------------------------------------------------
+
+    def get_json(self, url: str, *, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        response = self.send("GET", url, headers=headers)
+        data = response.json()
+        if not isinstance(data, dict):
+            raise FatalSalesError(f"GET {url.split('?', 1)[0]}: unexpected response shape")
+        return data
+
+    def iter_pages(
+        self, url: str, *, page_size: int | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield each page's ``value`` rows, following ``@odata.nextLink`` unchanged."""
+        prefer = {"Prefer": f"odata.maxpagesize={page_size or self.page_size}"}
+        next_url: str | None = url
+        while next_url:
+            data = self.get_json(next_url, headers=prefer)
+            rows = data.get("value", [])
+            yield rows if isinstance(rows, list) else []
+            link = data.get("@odata.nextLink")
+            next_url = str(link) if link else None
+
+    def who_am_i(self) -> dict[str, Any]:
+        return self.get_json("WhoAmI")
+
+    def post_action(self, action: str, body: Mapping[str, object], *, context: str = "") -> None:
+        self.send("POST", action, json_body=body, context=context or action)
+
+    def batch(self, parts: Sequence[BatchPart]) -> list[BatchPartResponse]:
+        """One $batch of independent parts (``Prefer: odata.continue-on-error``), responses in
+        order. Inner 429/5xx parts are re-sent in a new batch (after the shared gate) up to the
+        retry limit; other inner errors are returned for the caller to judge."""
+        results: list[BatchPartResponse | None] = [None] * len(parts)
+        pending = list(range(len(parts)))
+        attempt = 0
+        while pending:
+            content_type, body = build_batch([parts[i] for i in pending])
+            headers = {"Content-Type": content_type, "Prefer": "odata.continue-on-error"}
+            response = self.send("POST", "$batch", content=body, headers=headers, context="$batch")
+            inner = parse_batch(response.headers.get("Content-Type", ""), response.content)
+            if len(inner) != len(pending):
+                raise FatalSalesError(
+                    f"$batch: expected {len(pending)} responses, got {len(inner)}",
+                    status=response.status_code,
+                    request_id=request_id_of(response.headers),
+                )
+            retry_next: list[int] = []
+            throttle = 0.0
+            for index, part_response in zip(pending, inner, strict=True):
+                status = part_response.status
+                if status == THROTTLED or status in RETRIABLE_STATUS:
+                    retry_next.append(index)
+                    if status == THROTTLED:
+                        after = parse_retry_after(part_response.headers.get("retry-after"))
+                        if after is None:
+                            after = min(self.retry.throttle_cap, self.retry.throttle_base**attempt)
+                        throttle = max(throttle, after)
+                else:
+                    results[index] = part_response
+            if not retry_next:
+                break
+            attempt += 1
+            if attempt > self.retry.max_retries:
+                raise TransientSalesError(
+                    f"$batch: {len(retry_next)} inner request(s) still throttled or unavailable"
+                )
+            if throttle:
+                self.gate.close_for(throttle + self.retry.retry_after_margin)
+            else:
+                self._sleep(self._backoff(attempt))
+            pending = retry_next
+        return [r for r in results if r is not None]

@@ -1,0 +1,471 @@
+"""Sync one segment to its static contact marketing list (Contract 2).
+
+resolve -> find/create the list -> read current members (5,000 a page) -> plan -> validate only
+the contacts to add -> apply adds/removes in chunks, up to ``dop`` requests in flight.
+
+Validation and application share one bounded pool with priorities (ready add chunks and
+bisection pieces first, then validation batches, then removals), so there is no serial phase
+between them and at most a few validated-but-unapplied chunks exist when a deadline stops us.
+Every call recomputes desired vs actual, so calling again after an incomplete result converges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import FatalSalesError, SalesError, TransientSalesError
+from shared.models import (
+    ExportMode,
+    Rejection,
+    RejectionReason,
+    SegmentResult,
+)
+from shared.sales.batch import BatchPart
+from shared.sales.client import (
+    SalesBadRequestError,
+    SalesClient,
+    SalesNotFoundError,
+    error_for,
+)
+from shared.sales.lists import ensure_list
+from shared.sales.odata import (
+    API_PATH,
+    CONTACTS_IN_PREFIX,
+    MAX_BATCH_GET_URL,
+    chunk_ids_by_url,
+    contacts_in_url,
+    relative_url,
+)
+from shared.sales.plan import Add, plan_membership
+from shared.sales.resolve import Resolution, resolve_members
+
+VALIDATE_IDS_PER_QUERY = 1000  # ids per inner GET (about 39 KB of URL, under the 64 KB limit)
+VALIDATE_MIN_QUERIES_PER_BATCH = 5  # small validations go out as one request
+VALIDATE_MAX_QUERIES_PER_BATCH = 10  # bounds one request's execution time on the server
+ACTIVE = 0
+
+
+@dataclass
+class SegmentSyncRequest:
+    segment: str
+    customer_ids: Sequence[str]
+    lookup_customers: Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]]
+    contact_id_field: str
+    list_name: str
+    mode: ExportMode
+    list_id: str | None = None
+    dry_run: bool = False
+    deadline: float | None = None  # time.monotonic() after which no new chunk starts
+    chunk_size: int = 1000
+    on_progress: Callable[[SegmentResult], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+@dataclass
+class SegmentSyncResult:
+    result: SegmentResult
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class _Stopped(Exception):
+    """Deadline or cancel reached while reading; the call ends incomplete."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    kind: str  # "validate", "add", "remove"
+    adds: tuple[Add, ...] = ()
+    contact_ids: tuple[str, ...] = ()
+
+
+def sync_segment(client: SalesClient, request: SegmentSyncRequest) -> SegmentSyncResult:
+    return _SegmentSync(client, request).run()
+
+
+def _member_level(exc: SalesError) -> bool:
+    """Could one bad member explain this failure of a bulk call? (Then bisect.)"""
+    if isinstance(exc, SalesNotFoundError | SalesBadRequestError):
+        return True
+    return type(exc) is FatalSalesError and exc.status == 500
+
+
+def _mentions(exc: SalesError, value: str) -> bool:
+    text = f"{exc} {exc.body_excerpt}".lower()
+    return value.lower() in text
+
+
+class _SegmentSync:
+    def __init__(self, client: SalesClient, request: SegmentSyncRequest) -> None:
+        self.client = client
+        self.request = request
+        self.result = SegmentResult(segment=request.segment)
+        self.rejections: list[Rejection] = []
+        self.left_out: Counter[str] = Counter()
+        self.chunk_size = max(1, request.chunk_size)
+        self.list_id: str | None = None
+        self.stopped = False
+        # scheduling state (touched only by the coordinating thread)
+        self.to_validate: deque[Add] = deque()
+        self.validated: list[Add] = []
+        self.ready: deque[_Task] = deque()
+        self.urgent: deque[_Task] = deque()
+        self.removals: deque[_Task] = deque()
+        self.validating = 0
+        self.queries_per_batch = VALIDATE_MIN_QUERIES_PER_BATCH
+        self.kept = 0
+        self.valid = 0  # validated adds that Sales should accept
+        self.refused = 0  # adds Sales refused (rejected-by-sales)
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    def _reject(self, rejection: Rejection) -> None:
+        self.rejections.append(rejection)
+        self.left_out[rejection.reason.value] += 1
+
+    def _phase(self, phase: str) -> None:
+        self.result.progress.phase = phase
+        self._publish()
+
+    def _publish(self) -> None:
+        self.result.left_out = dict(self.left_out)
+        self.result.matched = self.kept + self.valid - self.refused
+        callback = self.request.on_progress
+        if callback is not None:
+            snapshot = dataclasses.replace(
+                self.result,
+                left_out=dict(self.result.left_out),
+                progress=dataclasses.replace(self.result.progress),
+            )
+            callback(snapshot)
+
+    def _halt(self) -> bool:
+        deadline = self.request.deadline
+        if deadline is not None and self.client.clock() >= deadline:
+            return True
+        stop = self.request.should_stop
+        return bool(stop is not None and stop())
+
+    # --- the call ----------------------------------------------------------------------------
+
+    def run(self) -> SegmentSyncResult:
+        request = self.request
+        self._phase("reading-list")
+        outcome = ensure_list(
+            self.client,
+            list_id=request.list_id,
+            list_name=request.list_name,
+            dry_run=request.dry_run,
+        )
+        if outcome.list is not None:
+            self.list_id = outcome.list.id
+            self.result.list_id = outcome.list.id
+            self.result.list_name = outcome.list.name
+        else:
+            self.result.list_name = request.list_name
+        self.result.list_created = outcome.created
+        self.result.list_recreated = outcome.recreated
+        if outcome.created or outcome.recreated:
+            self._publish()  # let the caller store the new list id before anything else
+        try:
+            current = set() if outcome.empty or self.list_id is None else self._read_members()
+        except _Stopped:
+            return self._finish(complete=False)
+
+        self._phase("resolving")
+        resolution = Resolution()
+        plan = plan_membership(
+            resolve_members(
+                request.customer_ids,
+                request.lookup_customers,
+                request.contact_id_field,
+                resolution,
+            ),
+            current,
+            request.mode,
+        )
+        del current
+        self.result.members = resolution.members
+        for rejection in resolution.rejections:
+            self._reject(rejection)
+        for rejection in plan.rejections:
+            self._reject(rejection)
+        self.kept = plan.kept
+        self.to_validate.extend(plan.adds)
+        for start in range(0, len(plan.removes), self.chunk_size):
+            chunk = plan.removes[start : start + self.chunk_size]
+            self.removals.append(_Task("remove", contact_ids=tuple(r.contact_id for r in chunk)))
+        self.result.progress.total = len(plan.adds) + len(plan.removes)
+        removes_planned = len(plan.removes)
+        del plan
+
+        self._phase("validating" if self.to_validate else "applying")
+        self._run_tasks()
+        if request.dry_run:
+            self.result.added = self.valid
+            self.result.removed = removes_planned if not self.stopped else 0
+        complete = not self.stopped and not self._work_left()
+        return self._finish(complete=complete)
+
+    def _finish(self, *, complete: bool) -> SegmentSyncResult:
+        self.result.complete = complete
+        self.result.progress.phase = "done" if complete else self.result.progress.phase
+        self._publish()
+        return SegmentSyncResult(result=self.result, rejections=self.rejections)
+
+    def _read_members(self) -> set[str]:
+        members: set[str] = set()
+        url = relative_url(
+            f"lists({self.list_id})/listcontact_association", {"$select": "contactid"}
+        )
+        for rows in self.client.iter_pages(url):
+            for row in rows:
+                contact_id = row.get("contactid")
+                if contact_id:
+                    members.add(str(contact_id).lower())
+            stop = self.request.should_stop
+            if stop is not None and stop():
+                self.stopped = True
+                raise _Stopped
+        return members
+
+    # --- scheduling --------------------------------------------------------------------------
+
+    def _work_left(self) -> bool:
+        return bool(
+            self.to_validate or self.validated or self.ready or self.urgent or self.removals
+        )
+
+    def _plan_validation(self, width: int) -> None:
+        queries = math.ceil(len(self.to_validate) / VALIDATE_IDS_PER_QUERY)
+        per_batch = math.ceil(queries / max(1, width))
+        self.queries_per_batch = max(
+            1,
+            min(
+                VALIDATE_MAX_QUERIES_PER_BATCH,
+                max(min(queries, VALIDATE_MIN_QUERIES_PER_BATCH), per_batch),
+            ),
+        )
+
+    def _next_task(self) -> _Task | None:
+        if self.urgent:
+            return self.urgent.popleft()
+        if self.ready:
+            return self.ready.popleft()
+        if self.to_validate:
+            take = self.queries_per_batch * VALIDATE_IDS_PER_QUERY
+            batch = tuple(
+                self.to_validate.popleft() for _ in range(min(take, len(self.to_validate)))
+            )
+            self.validating += 1
+            return _Task("validate", adds=batch)
+        if self.removals:
+            return self.removals.popleft()
+        return None
+
+    def _cut_ready(self, *, flush: bool) -> None:
+        while len(self.validated) >= self.chunk_size or (flush and self.validated):
+            chunk = self.validated[: self.chunk_size]
+            del self.validated[: self.chunk_size]
+            self.ready.append(_Task("add", adds=tuple(chunk)))
+
+    def _run_tasks(self) -> None:
+        if not self._work_left():
+            return
+        # Learn the server's dop hint (maybe one WhoAmI) only when there is parallel work.
+        tasks = math.ceil(len(self.to_validate) / self.chunk_size) + len(self.removals)
+        tasks += 1 if self.to_validate else 0
+        width = self.client.ensure_dop() if tasks > 1 else 1
+        self._plan_validation(width)
+        failure: SalesError | None = None
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="sales-sync") as pool:
+            running: dict[Future[Any], _Task] = {}
+            while True:
+                while failure is None and not self.stopped and len(running) < width:
+                    if not (self.urgent or self.ready or self.to_validate or self.removals):
+                        break
+                    if self._halt():
+                        self.stopped = True
+                        break
+                    task = self._next_task()
+                    if task is None:
+                        break
+                    running[pool.submit(self._execute, task)] = task
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    try:
+                        outcome = future.result()
+                    except SalesError as exc:
+                        if task.kind == "validate":
+                            self.validating -= 1
+                        if failure is None:
+                            try:
+                                self._on_failure(task, exc)
+                            except SalesError as fatal:
+                                failure = fatal
+                        continue
+                    self._on_success(task, outcome)
+        if failure is not None:
+            self._publish()
+            raise failure
+
+    # --- task bodies (worker threads) --------------------------------------------------------
+
+    def _execute(self, task: _Task) -> dict[str, int | None] | None:
+        if task.kind == "validate":
+            return self._validate([a.contact_id for a in task.adds])
+        members = (
+            [a.contact_id for a in task.adds] if task.kind == "add" else list(task.contact_ids)
+        )
+        action = "AddListMembersList" if task.kind == "add" else "RemoveListMembersList"
+        self.client.post_action(
+            action,
+            {
+                "List": {"@odata.type": "Microsoft.Dynamics.CRM.list", "listid": self.list_id},
+                "Members": [
+                    {"@odata.type": "Microsoft.Dynamics.CRM.contact", "contactid": c}
+                    for c in members
+                ],
+            },
+            context=f"{action} ({len(members)} members)",
+        )
+        return None
+
+    def _validate(self, ids: list[str]) -> dict[str, int | None]:
+        """contact id -> statecode for the ids that exist (absent: not found)."""
+        groups = list(
+            chunk_ids_by_url(
+                ids,
+                url_prefix_length=CONTACTS_IN_PREFIX,
+                max_url=MAX_BATCH_GET_URL,
+                max_ids=VALIDATE_IDS_PER_QUERY,
+            )
+        )
+        prefer = {"Prefer": f"odata.maxpagesize={self.client.page_size}"}
+        parts = [BatchPart("GET", API_PATH + contacts_in_url(g), prefer) for g in groups]
+        found: dict[str, int | None] = {}
+        for response in self.client.batch(parts):
+            if response.status >= 400:
+                raise error_for(
+                    response.status, response.headers, response.body, "validate contacts"
+                )
+            data = response.json()
+            if not isinstance(data, dict):
+                raise FatalSalesError("validate contacts: unexpected response shape")
+            self._collect(data.get("value", []), found)
+            link = data.get("@odata.nextLink")
+            if link:  # a server with smaller pages than asked for
+                for rows in self.client.iter_pages(str(link)):
+                    self._collect(rows, found)
+        return found
+
+    @staticmethod
+    def _collect(rows: object, found: dict[str, int | None]) -> None:
+        if not isinstance(rows, list):
+            return
+        for row in rows:
+            if isinstance(row, dict) and row.get("contactid"):
+                state = row.get("statecode")
+                found[str(row["contactid"]).lower()] = int(state) if state is not None else None
+
+    # --- outcomes (coordinating thread) ------------------------------------------------------
+
+    def _on_success(self, task: _Task, outcome: dict[str, int | None] | None) -> None:
+        progress = self.result.progress
+        if task.kind == "validate":
+            self.validating -= 1
+            assert outcome is not None
+            for add in task.adds:
+                if add.contact_id not in outcome:
+                    self._reject(
+                        Rejection(
+                            add.customer_id,
+                            RejectionReason.CONTACT_NOT_FOUND,
+                            add.contact_id,
+                            "no contact with this id in Sales",
+                        )
+                    )
+                elif outcome[add.contact_id] not in (ACTIVE, None):
+                    self._reject(
+                        Rejection(
+                            add.customer_id,
+                            RejectionReason.CONTACT_INACTIVE,
+                            add.contact_id,
+                            "the contact is inactive in Sales",
+                        )
+                    )
+                else:
+                    self.valid += 1
+                    if not self.request.dry_run:
+                        self.validated.append(add)
+            if self.request.dry_run:
+                progress.done += len(task.adds)
+            self._cut_ready(flush=not self.to_validate and self.validating == 0)
+            if progress.phase == "validating" and self.ready:
+                progress.phase = "applying"
+            self._publish()
+            return
+        count = len(task.adds) if task.kind == "add" else len(task.contact_ids)
+        if task.kind == "add":
+            self.result.added += count
+        else:
+            self.result.removed += count
+        progress.done += count
+        progress.phase = "applying"
+        self._publish()
+
+    def _on_failure(self, task: _Task, exc: SalesError) -> None:
+        if task.kind == "validate" or not _member_level(exc):
+            raise exc
+        if self.list_id and _mentions(exc, self.list_id):
+            raise TransientSalesError(
+                f"the marketing list {self.list_id} disappeared during the run; the next run "
+                f"recreates it ({exc})",
+                status=exc.status,
+                code=exc.code,
+                request_id=exc.request_id,
+            )
+        ids = [a.contact_id for a in task.adds] if task.kind == "add" else list(task.contact_ids)
+        if len(ids) == 1:
+            self._refuse(task, ids[0], exc)
+            return
+        named = [c for c in ids if _mentions(exc, c)]
+        if len(named) == 1:  # the error names the culprit: set it aside, retry the rest at once
+            self._refuse(task, named[0], exc)
+            self.urgent.append(self._without(task, named[0]))
+            return
+        half = len(ids) // 2
+        self.urgent.append(self._slice(task, 0, half))
+        self.urgent.append(self._slice(task, half, len(ids)))
+
+    @staticmethod
+    def _slice(task: _Task, start: int, stop: int) -> _Task:
+        if task.kind == "add":
+            return _Task("add", adds=task.adds[start:stop])
+        return _Task("remove", contact_ids=task.contact_ids[start:stop])
+
+    @staticmethod
+    def _without(task: _Task, contact_id: str) -> _Task:
+        if task.kind == "add":
+            return _Task("add", adds=tuple(a for a in task.adds if a.contact_id != contact_id))
+        return _Task("remove", contact_ids=tuple(c for c in task.contact_ids if c != contact_id))
+
+    def _refuse(self, task: _Task, contact_id: str, exc: SalesError) -> None:
+        self.result.failed += 1
+        self.result.progress.done += 1
+        message = str(exc)[:300]
+        if task.kind == "add":
+            self.refused += 1
+            customer = next(a.customer_id for a in task.adds if a.contact_id == contact_id)
+            self._reject(
+                Rejection(customer, RejectionReason.REJECTED_BY_SALES, contact_id, message)
+            )
+        self._publish()
