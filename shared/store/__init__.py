@@ -19,6 +19,7 @@ __all__ = [
     "CustomerRepository",
     "ExportRepository",
     "ExportStateRepository",
+    "ImportFormatError",
     "ImportReport",
     "Lease",
     "LeaseRepository",
@@ -34,4 +35,6 @@ __all__ = [
     "decode_message",
     "encode_message",
     "open_store",
+    "parse_customer_rows",
+    "parse_segment_members",
 ]
