@@ -450,13 +450,14 @@ class HealthOut(OutputModel):
     status: Literal["ok"]
 
 
-CUSTOMER_ID_PATTERN = r"^[^/\\#?\x00-\x1f\x7f-\x9f]{1,256}$"
+CUSTOMER_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$"
 
 
 class SegmentInfoOut(OutputModel):
     name: str
-    members: int = Field(description="number of members (customer IDs)")
-    updated_at: str | None = None
+    members: int = Field(description="number of distinct members (customer IDs)")
+    duplicates: int = Field(default=0, description="duplicate ids dropped by the last upload")
+    updated_at: str = ""
 
 
 class SegmentDetail(SegmentInfoOut):
@@ -471,26 +472,14 @@ class SegmentList(OutputModel):
 
 
 def segment_info_out(info: Any) -> SegmentInfoOut:
-    count = getattr(info, "members", None)
-    if not isinstance(count, int):
-        count = getattr(info, "member_count", getattr(info, "count", 0))
     return SegmentInfoOut(
-        name=info.name, members=int(count), updated_at=getattr(info, "updated_at", None)
+        name=info.name,
+        members=info.members,
+        duplicates=info.duplicates,
+        updated_at=info.updated_at,
     )
 
 
-class RowErrorOut(OutputModel):
-    row: int
-    field: str | None = None
-    message: str
-
-
 class ImportReportOut(OutputModel):
-    received: int
-    created: int = 0
-    updated: int = 0
-    errors: list[RowErrorOut] = Field(default_factory=list)
-
-    @classmethod
-    def from_report(cls, report: Any) -> ImportReportOut:
-        return cls.model_validate(report)
+    rows: int = Field(description="rows received")
+    upserted: int = Field(description="customers written (all rows, or none on any error)")

@@ -6,11 +6,16 @@ never echoes a value. Nothing is written when anything is wrong.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from shared.api.problems import ApiProblem
+
+ID_COLUMN = "CustomerId"
+MAX_ID_CHARS = 256
 
 MAX_LISTED_ERRORS = 50
 
@@ -73,14 +78,51 @@ def rows_problem(errors: list[Mapping[str, str]], what: str) -> ApiProblem:
     )
 
 
+def _csv_rows(text: str) -> tuple[list[str], list[list[str]]]:
+    """Header and data rows (blank lines skipped); 400 for CSV that cannot be parsed."""
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text, newline=""), strict=True) if row]
+    except csv.Error as exc:
+        raise ApiProblem(
+            400,
+            f"The CSV cannot be parsed ({exc}).",
+            kind="malformed-body",
+            title="Malformed request body",
+            errors=[{"field": "body", "message": "malformed CSV"}],
+        ) from None
+    if not rows:
+        raise ApiProblem(
+            422,
+            "The CSV is empty; it needs a header row with a CustomerId column.",
+            kind="validation",
+            errors=[{"field": "body", "message": "empty CSV"}],
+        )
+    header = [name.strip() for name in rows[0]]
+    return header, rows[1:]
+
+
+def _id_column(header: list[str]) -> int:
+    for index, name in enumerate(header):
+        if name.lower() == ID_COLUMN.lower():
+            return index
+    raise ApiProblem(
+        422,
+        "The CSV needs a header row with a CustomerId column.",
+        kind="validation",
+        errors=[{"field": ID_COLUMN, "message": "missing column in the header row"}],
+    )
+
+
 def read_segment_members(content_type: str | None, body: bytes) -> list[str]:
-    from shared.store import imports
+    """Member customer ids from a JSON array, {"members": [...]} or a CSV with CustomerId."""
+    from shared.store.keys import text_problem  # lazy: the store package is heavy to import
 
     kind = media_type(content_type)
+    errors: list[dict[str, str]] = []
     if _is_json(kind):
         document = _json(body)
         if isinstance(document, Mapping):
-            extra = sorted(set(document) - {"members"})
+            extra = sorted(str(k) for k in set(document) - {"members"})
             if extra or "members" not in document:
                 raise ApiProblem(
                     422,
@@ -101,19 +143,34 @@ def read_segment_members(content_type: str | None, body: bytes) -> list[str]:
                 kind="validation",
                 errors=[{"field": "members", "message": "must be an array of strings"}],
             )
-        parsed = imports.members_from_values(document)
+        members = []
+        for index, value in enumerate(document):
+            problem = text_problem(value, max_chars=MAX_ID_CHARS)
+            if problem:
+                errors.append({"field": f"members[{index}]", "message": problem})
+            else:
+                members.append(value)
     elif kind == "text/csv":
-        parsed = imports.members_from_csv(_text(body))
+        header, rows = _csv_rows(_text(body))
+        column = _id_column(header)
+        members = []
+        for number, row in enumerate(rows, start=2):  # line 1 is the header
+            value = row[column].strip() if column < len(row) else ""
+            problem = text_problem(value, max_chars=MAX_ID_CHARS)
+            if problem:
+                errors.append({"field": f"line {number}.{ID_COLUMN}", "message": problem})
+            else:
+                members.append(value)
     else:
         raise unsupported(kind)
-    if parsed.errors:
-        raise rows_problem([_err(e) for e in parsed.errors], "member list")
-    return list(parsed.values)
+    if errors:
+        raise rows_problem(errors, "member list")
+    return members
 
 
-def read_customer_rows(content_type: str | None, body: bytes) -> list[dict[str, Any]]:
-    from shared.store import imports
-
+def read_customer_rows(content_type: str | None, body: bytes) -> list[Mapping[str, object]]:
+    """Customer rows from a JSON array of objects or a CSV with a header row. Row-level checks
+    (CustomerId present, value types, column names, sizes) are the store's, all-or-nothing."""
     kind = media_type(content_type)
     if _is_json(kind):
         document = _json(body)
@@ -124,20 +181,46 @@ def read_customer_rows(content_type: str | None, body: bytes) -> list[dict[str, 
                 kind="validation",
                 errors=[{"field": "body", "message": "must be an array of objects"}],
             )
-        parsed = imports.customers_from_values(document)
-    elif kind == "text/csv":
-        parsed = imports.customers_from_csv(_text(body))
-    else:
+        return document
+    if kind != "text/csv":
         raise unsupported(kind)
-    if parsed.errors:
-        raise rows_problem([_err(e) for e in parsed.errors], "customer file")
-    return list(parsed.values)
+    header, rows = _csv_rows(_text(body))
+    _id_column(header)
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated or any(not name for name in header):
+        raise ApiProblem(
+            422,
+            "The CSV header must name every column once.",
+            kind="validation",
+            errors=[{"field": "header", "message": "duplicate or empty column name"}],
+        )
+    errors: list[dict[str, str]] = []
+    parsed: list[Mapping[str, object]] = []
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            errors.append(
+                {
+                    "field": f"line {number}",
+                    "message": f"has {len(row)} cells; the header has {len(header)}",
+                }
+            )
+            continue
+        # An empty cell is "no value" (the column is absent for this customer).
+        cells = zip(header, row, strict=True)
+        parsed.append({name: (cell if cell != "" else None) for name, cell in cells})
+    if errors:
+        raise rows_problem(errors, "customer file")
+    return parsed
 
 
-def _err(error: Any) -> dict[str, str]:
-    row = getattr(error, "row", None)
-    field = getattr(error, "field", None)
-    where = f"rows[{row}]" if row is not None else "body"
-    if field:
-        where += f".{field}"
-    return {"field": where, "message": str(getattr(error, "message", error))}
+def report_problem(report: Any, *, from_csv: bool) -> ApiProblem:
+    """422 from the store's ImportReport errors (1-based rows; nothing was written)."""
+
+    def where(row: int, field: str) -> str:
+        place = f"line {row + 1}" if from_csv else f"[{row - 1}]"  # CSV line 1 is the header
+        return place + (f".{field}" if field else "")
+
+    return rows_problem(
+        [{"field": where(e.row, e.field), "message": e.message} for e in report.errors],
+        "customer file",
+    )
