@@ -25,7 +25,7 @@ from shared.store.limits import (
     check_entity,
     property_name_problem,
 )
-from shared.store.tables import Tables, plain, properties, submit
+from shared.store.tables import Tables, plain, properties, submit, wire
 
 CUSTOMERS = "customers"
 ID_COLUMN = "CustomerId"
@@ -103,7 +103,7 @@ def _entity(row: Mapping[str, Any]) -> dict[str, Any]:
         "PartitionKey": bucket_of(customer_id),
         "RowKey": encode_key(customer_id, "CustomerId"),
     }
-    entity.update({k: v for k, v in row.items() if v is not None})
+    entity.update({k: wire(v) for k, v in row.items() if v is not None})
     return entity
 
 

@@ -8,11 +8,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
 from shared.errors import ConfigurationError
 from shared.store._boundary import translated
-from shared.store.limits import MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS, entity_size
+from shared.store.limits import (
+    INT32_MAX,
+    INT32_MIN,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_OPERATIONS,
+    entity_size,
+)
 
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 _SYSTEM = ("PartitionKey", "RowKey", "Timestamp")
@@ -35,6 +41,13 @@ def plain(value: Any) -> Any:
     """Unwrap EntityProperty (the SDK returns Int64 values as (value, EdmType.INT64))."""
     if isinstance(value, tuple) and len(value) == 2:
         return value[0]
+    return value
+
+
+def wire(value: Any) -> Any:
+    """What the SDK should send: it refuses plain ints beyond int32, so mark those Edm.Int64."""
+    if type(value) is int and not INT32_MIN <= value <= INT32_MAX:
+        return EntityProperty(value, EdmType.INT64)
     return value
 
 
