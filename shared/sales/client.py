@@ -48,11 +48,20 @@ class SalesBadRequestError(FatalSalesError):
     """400-class refusal of one request (not auth, not throttling)."""
 
 
-class _Cookieless(httpx.Cookies):
-    """A cookie jar that keeps nothing: no ARRAffinity stickiness to one web server."""
+class _NoCookies(httpx.BaseTransport):
+    """Drops Set-Cookie before httpx stores it: no ARRAffinity stickiness to one web server."""
 
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if "set-cookie" in response.headers:
+            del response.headers["set-cookie"]
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +199,16 @@ class SalesClient:
         self._dop_lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self.requests_sent = 0  # outer HTTP requests, for diagnostics and tests
+        limits = httpx.Limits(
+            max_connections=self.max_parallel + 2,
+            max_keepalive_connections=self.max_parallel + 2,
+        )
+        inner = transport or httpx.HTTPTransport(verify=verify, limits=limits)
         self._http = httpx.Client(
             base_url=self.api_url,
             auth=BearerAuth(tokens),
-            verify=verify,
             timeout=timeout,
-            transport=transport,
-            cookies=_Cookieless(),
+            transport=_NoCookies(inner),
             follow_redirects=False,
             headers={
                 "Accept": "application/json",
@@ -204,10 +216,6 @@ class SalesClient:
                 "OData-Version": "4.0",
                 "If-None-Match": "null",
             },
-            limits=httpx.Limits(
-                max_connections=self.max_parallel + 2,
-                max_keepalive_connections=self.max_parallel + 2,
-            ),
         )
 
     # --- lifecycle ---------------------------------------------------------------------------
