@@ -150,7 +150,9 @@ def _message(error: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def validation_problem(errors: Sequence[Mapping[str, Any]]) -> ApiProblem:
+def validation_problem(
+    errors: Sequence[Mapping[str, Any]], *, creating: bool = False
+) -> ApiProblem:
     """Turn pydantic/FastAPI error dicts into one problem (never with the offending input)."""
     for error in errors:
         loc = error.get("loc", ())
@@ -171,7 +173,8 @@ def validation_problem(errors: Sequence[Mapping[str, Any]]) -> ApiProblem:
             title="Malformed request body",
             errors=[{"field": "body", "message": "not valid JSON"}],
         )
-    if any(e.get("loc", ("",))[0] == "path" for e in errors):
+    if not creating and any(e.get("loc", ("",))[0] == "path" for e in errors):
+        # An id that could never exist names no resource (PUT creates: there it is a 422).
         return ApiProblem(404, "No such resource.", kind="not-found")
     listed = [{"field": field_path(e.get("loc", ())), "message": _message(e)} for e in errors]
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in listed[:5])
@@ -194,7 +197,7 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return render(request, validation_problem(list(exc.errors())))
+    return render(request, validation_problem(list(exc.errors()), creating=request.method == "PUT"))
 
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:

@@ -111,3 +111,79 @@ def entra_env(issuer: TokenIssuer) -> dict[str, str]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# --- request bodies and seeding through the API ------------------------------------------------
+
+TENANT = "8e0c6b1a-2f7d-4c1e-9a55-0f3b2c1d4e5f"
+CLIENT_ID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
+
+def connection_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "displayName": "Contoso Sales (prod)",
+        "type": "dynamics365-sales",
+        "usableBy": "administrators-and-contributors",
+        "serverAddress": "https://contoso.crm.dynamics.com",
+        "credential": {
+            "kind": "client-secret",
+            "tenantId": TENANT,
+            "clientId": CLIENT_ID,
+            "secretSetting": "CONTOSO_SALES_SECRET",
+        },
+        "contactIdField": "ContactId",
+    }
+    body.update(overrides)
+    return body
+
+
+def create_connection(client: Any, **overrides: Any) -> dict[str, Any]:
+    response = client.post("/api/connections", json=connection_body(**overrides), headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def put_segment(client: Any, name: str, members: list[str]) -> None:
+    response = client.put(f"/api/segments/{name}", json=members, headers=ADMIN)
+    assert response.status_code in (200, 201), response.text
+
+
+def export_body(connection_id: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "displayName": "Spring promo",
+        "connectionId": connection_id,
+        "segments": ["High value", "Lapsed"],
+        "mode": "mirror",
+        "enabled": True,
+        "listName": "{segment}",
+    }
+    body.update(overrides)
+    return body
+
+
+def create_export(client: Any, connection_id: str, headers: Any = None, **overrides: Any) -> Any:
+    response = client.post(
+        "/api/exports", json=export_body(connection_id, **overrides), headers=headers or ADMIN
+    )
+    assert response.status_code == 201, response.text
+    return response
+
+
+def seed(client: Any) -> dict[str, Any]:
+    """Two segments, a contributor-usable and an admin-only connection, an export on each."""
+    put_segment(client, "High value", ["C-1", "C-2", "C-3"])
+    put_segment(client, "Lapsed", ["C-4"])
+    shared = create_connection(client)
+    private = create_connection(
+        client, displayName="Fabrikam (admins only)", usableBy="administrators"
+    )
+    open_export = create_export(client, shared["id"]).json()
+    private_export = create_export(
+        client, private["id"], displayName="Admin-only export", segments=["Lapsed"]
+    ).json()
+    return {
+        "shared": shared,
+        "private": private,
+        "open_export": open_export,
+        "private_export": private_export,
+    }

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from shared.api.deps import admin, any_role, get_store
 from shared.api.identity import Caller
 from shared.api.schemas import CUSTOMER_ID_PATTERN, ImportReportOut
-from shared.api.uploads import media_type, read_customer_rows, report_problem
+from shared.api.uploads import read_customer_rows, rows_problem
 
 log = logging.getLogger("shared.api")
 router = APIRouter(prefix="/api/customers", tags=["customers"])
@@ -56,9 +56,8 @@ async def upsert_customers(
     body = await request.body()
     rows = read_customer_rows(request.headers.get("content-type"), body)
     report = await run_in_threadpool(store.customers.upsert_many, rows)
-    if report.errors:
-        from_csv = media_type(request.headers.get("content-type")) == "text/csv"
-        raise report_problem(report, from_csv=from_csv)
+    if report.errors:  # the store re-checks (e.g. entity size); still all-or-nothing
+        raise rows_problem(report.errors, "customer file")
     log.info("customers upserted by %s: %d row(s)", caller.name, report.upserted)
     return ImportReportOut(rows=report.rows, upserted=report.upserted)
 
