@@ -197,7 +197,7 @@ class _SegmentSync:
             self._reject(rejection)
         self.kept = plan.kept
         self.to_validate.extend(plan.adds)
-        for start in range(0, len(plan.removes), self.chunk_size):
+        for start in range(0, 0 if request.dry_run else len(plan.removes), self.chunk_size):
             chunk = plan.removes[start : start + self.chunk_size]
             self.removals.append(_Task("remove", contact_ids=tuple(r.contact_id for r in chunk)))
         self.result.progress.total = len(plan.adds) + len(plan.removes)
@@ -278,8 +278,11 @@ class _SegmentSync:
         if not self._work_left():
             return
         # Learn the server's dop hint (maybe one WhoAmI) only when there is parallel work.
-        tasks = math.ceil(len(self.to_validate) / self.chunk_size) + len(self.removals)
-        tasks += 1 if self.to_validate else 0
+        # (Validation feeds the add chunks, so a single add chunk is sequential work.)
+        adds = 0 if self.request.dry_run else math.ceil(len(self.to_validate) / self.chunk_size)
+        tasks = adds + len(self.removals)
+        if self.request.dry_run:
+            tasks = math.ceil(len(self.to_validate) / VALIDATE_IDS_PER_QUERY)
         width = self.client.ensure_dop() if tasks > 1 else 1
         self._plan_validation(width)
         failure: SalesError | None = None

@@ -1,0 +1,276 @@
+"""sync_segment against the hand-written fake (fast, exact request accounting)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import httpx
+import pytest
+
+from shared.errors import FatalSalesError, TransientSalesError
+from shared.models import ExportMode, RejectionReason, SegmentResult
+from shared.sales.client import SalesClient
+from shared.sales.sync import SegmentSyncRequest, sync_segment
+from tests.sales.conftest import FakeTime
+from tests.sales.fakes import FakeDataverse, FakeList, guid
+
+MakeClient = Callable[..., SalesClient]
+
+
+def customers(n: int, **special: object) -> dict[str, dict[str, object]]:
+    rows: dict[str, dict[str, object]] = {f"cust-{i}": {"ContactId": guid(i)} for i in range(n)}
+    for key, value in special.items():
+        rows[key] = {"ContactId": value}
+    return rows
+
+
+def request(
+    rows: Mapping[str, Mapping[str, object]], ids: Sequence[str], **kwargs: object
+) -> SegmentSyncRequest:
+    def lookup(batch: Sequence[str]) -> Mapping[str, Mapping[str, object]]:
+        return {i: rows[i] for i in batch if i in rows}
+
+    options: dict[str, object] = {
+        "segment": "High value",
+        "customer_ids": list(ids),
+        "lookup_customers": lookup,
+        "contact_id_field": "ContactId",
+        "list_name": "High value",
+        "mode": ExportMode.MIRROR,
+        "chunk_size": 3,
+    }
+    options.update(kwargs)
+    return SegmentSyncRequest(**options)  # type: ignore[arg-type]
+
+
+def only_list(fake: FakeDataverse) -> FakeList:
+    (found,) = fake.lists.values()
+    return found
+
+
+def test_initial_export_creates_a_static_contact_list_and_reports_every_rejection(
+    make_client: MakeClient,
+) -> None:
+    fake = FakeDataverse.with_contacts(20, inactive={3})
+    rows = customers(12, empty="", bad="xyz", ghost=guid(500), dup=guid(0))
+    ids = [f"cust-{i}" for i in range(12)] + ["empty", "bad", "ghost", "dup", "nobody", "cust-1"]
+    progress: list[SegmentResult] = []
+    client = make_client(fake)
+    out = sync_segment(client, request(rows, ids, on_progress=progress.append))
+
+    created = only_list(fake)
+    assert created.name == "High value" and created.createdfromcode == 2 and created.type is False
+    expected = {guid(i) for i in range(12)} - {guid(3)}
+    assert created.members == expected
+    result = out.result
+    assert result.complete and result.list_created and not result.list_recreated
+    assert result.list_id == created.id
+    assert result.members == 17  # unique customer ids
+    assert result.matched == 11 and result.added == 11 and result.removed == 0
+    assert result.left_out == {
+        "contact-inactive": 1,
+        "empty-contact-id": 1,
+        "malformed-contact-id": 1,
+        "contact-not-found": 1,
+        "duplicate-contact": 1,
+        "no-customer-record": 1,
+    }
+    by_customer = {r.customer_id: r.reason for r in out.rejections}
+    assert by_customer["cust-3"] is RejectionReason.CONTACT_INACTIVE
+    assert by_customer["ghost"] is RejectionReason.CONTACT_NOT_FOUND
+    assert by_customer["dup"] is RejectionReason.DUPLICATE_CONTACT
+    # requests: find by name, create, (dop) WhoAmI, one validation batch, ceil(11/3) = 4 adds
+    assert fake.kinds.count("list-get") == 1 and fake.count("list-post") == 1
+    assert fake.count("batch") == 1 and fake.count("AddListMembersList") == 4
+    assert fake.count("members") == 0  # a new list is known to be empty
+    assert len(fake.requests) == 1 + 1 + 1 + 1 + 4
+    # progress: list created first (so the caller can store its id), then after each chunk
+    first_with_id = next(p for p in progress if p.list_id)
+    assert first_with_id.list_id == created.id and first_with_id.added == 0
+    assert [p.added for p in progress if p.progress.phase == "applying"][-1] == 11
+    assert progress[-1].complete and progress[-1].progress.phase == "done"
+
+
+def test_no_change_refresh_reads_the_list_and_nothing_else(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(30)
+    rows = customers(30)
+    ids = list(rows)
+    first = sync_segment(make_client(fake), request(rows, ids, chunk_size=10))
+    fake.requests.clear()
+    fake.kinds.clear()
+    second = sync_segment(
+        make_client(fake, page_size=7), request(rows, ids, list_id=first.result.list_id)
+    )
+    assert second.result.complete and second.result.added == 0 and second.result.removed == 0
+    assert second.result.matched == 30
+    assert fake.kinds == ["list-get"] + ["members"] * 5  # 30 members, 7 a page
+
+
+def test_refresh_with_inactive_members_spends_one_validation_request(
+    make_client: MakeClient,
+) -> None:
+    fake = FakeDataverse.with_contacts(40, inactive={1, 2, 3})
+    rows = customers(40)
+    first = sync_segment(make_client(fake), request(rows, list(rows), chunk_size=10))
+    fake.kinds.clear()
+    again = sync_segment(make_client(fake), request(rows, list(rows), list_id=first.result.list_id))
+    assert fake.kinds == ["list-get", "members", "batch"]
+    assert again.result.left_out == {"contact-inactive": 3}
+
+
+def test_mirror_removes_members_who_left_and_additive_keeps_them(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(10)
+    rows = customers(10)
+    first = sync_segment(make_client(fake), request(rows, list(rows)))
+    list_id = first.result.list_id
+    smaller = [f"cust-{i}" for i in range(6)] + ["cust-9"]
+
+    additive = sync_segment(
+        make_client(fake), request(rows, smaller, list_id=list_id, mode=ExportMode.ADDITIVE)
+    )
+    assert additive.result.removed == 0 and len(only_list(fake).members) == 10
+
+    mirror = sync_segment(make_client(fake), request(rows, smaller, list_id=list_id))
+    assert mirror.result.removed == 3 and mirror.result.added == 0
+    assert only_list(fake).members == {guid(i) for i in (0, 1, 2, 3, 4, 5, 9)}
+    assert fake.count("RemoveListMembersList") == 1
+
+
+def test_deleted_list_is_recreated_and_reported(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(5)
+    rows = customers(5)
+    first = sync_segment(make_client(fake), request(rows, list(rows)))
+    old_id = first.result.list_id
+    assert old_id is not None
+    del fake.lists[old_id]
+    again = sync_segment(make_client(fake), request(rows, list(rows), list_id=old_id))
+    assert again.result.list_recreated and again.result.list_created
+    assert again.result.list_id != old_id and again.result.added == 5
+    assert only_list(fake).members == {guid(i) for i in range(5)}
+
+
+def test_killed_after_create_adopts_the_list_by_name(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(5)
+    fake.lists["x"] = FakeList("00000000-0000-0000-0000-0000000000aa", "High value")
+    fake.lists = {v.id: v for v in fake.lists.values()}
+    rows = customers(5)
+    out = sync_segment(make_client(fake), request(rows, list(rows)))
+    assert (
+        not out.result.list_created and out.result.list_id == "00000000-0000-0000-0000-0000000000aa"
+    )
+    assert len(fake.lists) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"type": True}, "dynamic"),
+        ({"createdfromcode": 1}, "not a contact list"),
+        ({"statecode": 1}, "inactive"),
+        ({"lockstatus": True}, "locked"),
+    ],
+)
+def test_stored_list_that_changed_kind_or_state_is_refused(
+    make_client: MakeClient, change: dict[str, object], message: str
+) -> None:
+    fake = FakeDataverse.with_contacts(3)
+    target = FakeList("00000000-0000-0000-0000-0000000000bb", "High value")
+    for key, value in change.items():
+        setattr(target, key, value)
+    fake.lists = {target.id: target}
+    rows = customers(3)
+    with pytest.raises(FatalSalesError, match=message):
+        sync_segment(make_client(fake), request(rows, list(rows), list_id=target.id))
+    assert target.members == set()
+    assert fake.count("AddListMembersList") == 0
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_contact_deleted_after_validation_is_isolated(make_client: MakeClient, named: bool) -> None:
+    fake = FakeDataverse.with_contacts(16)
+    fake.name_culprit = named
+    victim = guid(5)
+
+    def hook(request: httpx.Request, kind: str) -> httpx.Response | None:
+        if kind == "AddListMembersList":
+            fake.contacts.pop(victim, None)  # deleted in Sales between validation and add
+        return None
+
+    fake.hook = hook
+    rows = customers(16)
+    out = sync_segment(make_client(fake, max_parallel=1), request(rows, list(rows), chunk_size=8))
+    assert only_list(fake).members == {guid(i) for i in range(16)} - {victim}
+    (rejection,) = out.rejections
+    assert rejection.reason is RejectionReason.REJECTED_BY_SALES
+    assert rejection.customer_id == "cust-5" and rejection.contact_id == victim
+    assert "Does Not Exist" in rejection.detail
+    assert out.result.added == 15 and out.result.failed == 1 and out.result.matched == 15
+    adds = fake.count("AddListMembersList")
+    # 2 chunks of 8; the bad one: named -> 1 retry without it; bisection -> 2*log2(8) more
+    assert adds == (2 + 1 if named else 2 + 6)
+
+
+def test_list_deleted_during_the_run_fails_the_call_as_transient(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(6)
+    rows = customers(6)
+
+    def hook(request: httpx.Request, kind: str) -> httpx.Response | None:
+        if kind == "AddListMembersList":
+            fake.lists.clear()
+        return None
+
+    fake.hook = hook
+    with pytest.raises(TransientSalesError, match="disappeared"):
+        sync_segment(make_client(fake, max_parallel=1), request(rows, list(rows)))
+    assert fake.count("AddListMembersList") == 1  # no bisection storm
+
+
+def test_deadline_stops_before_a_new_chunk_and_rerun_converges(
+    make_client: MakeClient, fake_time: FakeTime
+) -> None:
+    fake = FakeDataverse.with_contacts(20)
+    rows = customers(20)
+    stop_after = [2]
+
+    def should_stop() -> bool:
+        stop_after[0] -= 1
+        return stop_after[0] < 0
+
+    out = sync_segment(
+        make_client(fake, max_parallel=1), request(rows, list(rows), should_stop=should_stop)
+    )
+    assert not out.result.complete and out.result.added < 20
+    assert len(only_list(fake).members) == out.result.added
+
+    passed = sync_segment(
+        make_client(fake),
+        request(rows, list(rows), list_id=out.result.list_id, deadline=fake_time.clock()),
+    )
+    assert not passed.result.complete and passed.result.added == 0
+
+    done = sync_segment(make_client(fake), request(rows, list(rows), list_id=out.result.list_id))
+    assert done.result.complete and done.result.added == 20 - out.result.added
+    assert only_list(fake).members == {guid(i) for i in range(20)}
+
+
+def test_dry_run_writes_nothing_and_reports_what_would_change(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(10, inactive={0})
+    rows = customers(10)
+    out = sync_segment(make_client(fake), request(rows, list(rows), dry_run=True))
+    assert fake.lists == {}
+    assert not any(
+        k in ("list-post", "AddListMembersList", "RemoveListMembersList") for k in fake.kinds
+    )
+    assert out.result.list_created and out.result.list_id is None
+    assert out.result.added == 9 and out.result.complete
+    assert out.result.left_out == {"contact-inactive": 1}
+
+    real = sync_segment(make_client(fake), request(rows, [f"cust-{i}" for i in range(1, 10)]))
+    fake.kinds.clear()
+    smaller = sync_segment(
+        make_client(fake),
+        request(rows, ["cust-1", "cust-2"], list_id=real.result.list_id, dry_run=True),
+    )
+    assert smaller.result.removed == 7 and smaller.result.added == 0
+    assert len(only_list(fake).members) == 9
+    assert fake.kinds == ["list-get", "members"]
