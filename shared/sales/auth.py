@@ -42,6 +42,22 @@ def instance_discovery_for(authority_host: str) -> bool | None:
     return None if host in _KNOWN_HOSTS else False
 
 
+def _pinned_session(ca_file: str) -> Any:
+    """A requests session (msal's HTTP client) that trusts ``ca_file`` even when
+    REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are set (requests lets those override ``verify``)."""
+    import requests
+
+    class PinnedVerifySession(requests.Session):
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
+            settings["verify"] = self.verify
+            return settings
+
+    session = PinnedVerifySession()
+    session.verify = ca_file
+    return session
+
+
 class TokenProvider(Protocol):
     def token(self) -> str: ...
 
@@ -113,13 +129,16 @@ class MsalClientSecretProvider(CachedTokenProvider):
         if self._app is None:
             import msal  # lazy: keeps cold start light
 
+            extra: dict[str, Any] = {"verify": self._verify}
+            if isinstance(self._verify, str):
+                extra = {"http_client": _pinned_session(self._verify)}
             try:
                 self._app = msal.ConfidentialClientApplication(
                     self._client_id,
                     client_credential=self._secret(),
                     authority=self._authority,
                     instance_discovery=instance_discovery_for(self._authority),
-                    verify=self._verify,
+                    **extra,
                 )
             except ValueError as exc:  # msal refuses bad authorities / unknown tenants
                 raise AuthenticationError(f"Entra ID authority refused: {exc}") from None

@@ -386,6 +386,7 @@ class _SegmentSync:
         if task.kind == "validate":
             self.validating -= 1
             assert outcome is not None
+            accepted = 0
             for add in task.adds:
                 if add.contact_id not in outcome:
                     self._reject(
@@ -407,10 +408,11 @@ class _SegmentSync:
                     )
                 else:
                     self.valid += 1
+                    accepted += 1
                     if not self.request.dry_run:
                         self.validated.append(add)
-            if self.request.dry_run:
-                progress.done += len(task.adds)
+            # Rejected members are done; valid ones count when applied (or at once in a dry run).
+            progress.done += len(task.adds) - (0 if self.request.dry_run else accepted)
             self._cut_ready(flush=not self.to_validate and self.validating == 0)
             if progress.phase == "validating" and self.ready:
                 progress.phase = "applying"
