@@ -1,0 +1,57 @@
+"""`python -m emulator --port P --contacts N --inactive-fraction F [--time-scale S] [--seed K]`
+
+Prints ONE JSON line with the connection details when ready, then serves until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+from emulator.config import EmulatorConfig, Faults
+from emulator.server import start_emulator
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
+    p.add_argument("--port", type=int, default=0, help="loopback port (0 = any free port)")
+    p.add_argument("--contacts", type=int, default=1000)
+    p.add_argument("--inactive-fraction", type=float, default=0.05)
+    p.add_argument("--time-scale", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dop-hint", type=int, default=8)
+    p.add_argument("--client-secret", default=None, help="default: random per start")
+    p.add_argument("--token-lifetime", type=int, default=3599, help="seconds")
+    p.add_argument("--throttle", type=float, default=0.0, help="fault: fraction answered 429")
+    p.add_argument("--unavailable", type=float, default=0.0, help="fault: fraction answered 503")
+    p.add_argument("--drop", type=float, default=0.0, help="fault: fraction of dropped connections")
+    p.add_argument("--fault-seed", type=int, default=0)
+    args = p.parse_args(argv)
+    cfg = EmulatorConfig(
+        contacts=args.contacts,
+        inactive_fraction=args.inactive_fraction,
+        seed=args.seed,
+        time_scale=args.time_scale,
+        client_secret=args.client_secret,
+        token_lifetime_seconds=args.token_lifetime,
+        dop_hint=args.dop_hint,
+        faults=Faults(args.throttle, args.unavailable, args.drop, args.fault_seed),
+    )
+    emu = start_emulator(cfg, port=args.port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(json.dumps(emu.connection_info()), flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emu.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
