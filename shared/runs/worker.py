@@ -401,8 +401,12 @@ class _Slice:
             )
             known_list["id"] = result.list_id
 
+        progressed = [False]
+
         def on_progress(partial: SegmentResult) -> None:
             self._check_lease()
+            if partial.progress.done > 0:
+                progressed[0] = True
             remember_list(partial)
             self._set_segment(index, merge_segment(base, partial))
             self.writer.save_if_due()  # type: ignore[union-attr]
@@ -416,10 +420,15 @@ class _Slice:
             mode=export.mode,
             list_id=state.list_id if state else None,
             dry_run=run.dry_run,
-            deadline=deadline,
+            # The budget is enforced through should_stop, not `deadline`: a call stops at the
+            # deadline only after it applied at least one chunk, so every slice makes progress
+            # even when reading the list and resolving members take longer than the budget.
+            deadline=None,
             chunk_size=self.settings.sales_chunk_size,
             on_progress=on_progress,
-            should_stop=self._should_stop,
+            should_stop=lambda: (
+                self._should_stop() or (progressed[0] and time.monotonic() >= deadline)
+            ),
         )
         try:
             outcome = sync_segment(client, request)
