@@ -90,6 +90,8 @@ def create_api(
         # The page itself is static; it fetches the schema with the browser's identity.
         return get_swagger_ui_html(openapi_url=OPENAPI_URL, title="Segment Export API")
 
-    api.add_middleware(BodyLimitMiddleware, limit=lambda: ctx.settings().max_upload_bytes)
+    api.add_middleware(
+        BodyLimitMiddleware, limit=lambda: api.state.context.settings().max_upload_bytes
+    )
     api.add_middleware(GuardMiddleware)
     return api

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.api.problems import problem_response
+from shared.api.problems import CONFIGURATION_DETAIL, problem_response
+from shared.errors import ConfigurationError
 
 log = logging.getLogger("shared.api")
 
@@ -34,16 +35,22 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
-            log.exception("unhandled error answering %s %s", scope.get("method"), scope.get("path"))
+        except Exception as exc:
+            if isinstance(exc, ConfigurationError):  # raised outside the routes (body limit)
+                log.error("configuration error: %s", exc)
+                detail, kind = CONFIGURATION_DETAIL, "configuration"
+            else:
+                log.exception(
+                    "unhandled error answering %s %s", scope.get("method"), scope.get("path")
+                )
+                detail, kind = (
+                    "The server failed to answer this request. It has been logged.",
+                    "internal",
+                )
             if started:
                 return
             response = problem_response(
-                None,
-                500,
-                "The server failed to answer this request. It has been logged.",
-                kind="internal",
-                instance=str(scope.get("path", "")),
+                None, 500, detail, kind=kind, instance=str(scope.get("path", ""))
             )
             await response(scope, receive, send)
 

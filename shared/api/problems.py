@@ -28,6 +28,9 @@ from shared.errors import (
 )
 
 PROBLEM_JSON = "application/problem+json"
+CONFIGURATION_DETAIL = (
+    "The service is not configured correctly; an administrator must check its settings."
+)
 TYPE_PREFIX = "urn:segment-export:problem:"
 log = logging.getLogger("shared.api")
 
@@ -254,7 +257,7 @@ async def _on_configuration(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(
         request,
         500,
-        "The service is not configured correctly; an administrator must check its settings.",
+        CONFIGURATION_DETAIL,
         kind="configuration",
     )
 

@@ -103,7 +103,9 @@ def test_configuration_error_is_500_problem_without_setting_values() -> None:
 
     with TestClient(create_api(no_settings), raise_server_exceptions=False) as client:
         body = assert_problem(client.get("/api/connections", headers=ADMIN), 500)
+        posted = assert_problem(client.post("/api/runs", headers=ADMIN), 500)  # body limit path
     assert "STORAGE_CONNECTION" not in body["detail"]
+    assert body["type"] == posted["type"] == "urn:segment-export:problem:configuration"
 
 
 def test_field_paths_name_fields_not_pydantic_internals() -> None:
