@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.store import RowError, Store
-from shared.store.customers import BUCKETS, POINT_READ_MAX, bucket_of
+from shared.store.customers import BUCKETS, POINT_READ_ALWAYS, POINT_READ_UNKNOWN, bucket_of
 
 
 def rows(count: int, prefix: str = "cust") -> list[dict[str, object]]:
@@ -94,11 +94,14 @@ def test_get_many_small_and_large_with_columns(store: Store) -> None:
         "cust-1": {k: v for k, v in data[1].items() if v is not None},
         "cust-7": {k: v for k, v in data[7].items() if v is not None},
     }
-    wanted = [f"cust-{n}" for n in range(0, 1200, 2)] + ["ghost-1", "ghost-2"]
-    assert len(wanted) > POINT_READ_MAX
-    got = store.customers.get_many(wanted, columns=["ContactId"])
-    assert set(got) == {f"cust-{n}" for n in range(0, 1200, 2)}
-    assert got["cust-10"] == {"CustomerId": "cust-10", "ContactId": data[10]["ContactId"]}
+    # every strategy: point reads (few ids), bucket scans (many), then steered by what the
+    # scans learned about bucket sizes
+    everyone = [f"cust-{n}" for n in range(1200)] + ["ghost-1", "ghost-2"]
+    assert len(everyone) > POINT_READ_UNKNOWN
+    for wanted in (everyone, everyone[:100], everyone[: POINT_READ_ALWAYS + 5]):
+        got = store.customers.get_many(wanted, columns=["ContactId"])
+        assert set(got) == set(wanted) - {"ghost-1", "ghost-2"}
+        assert got["cust-10"] == {"CustomerId": "cust-10", "ContactId": data[10]["ContactId"]}
     assert store.customers.get_many([]) == {}
 
 
