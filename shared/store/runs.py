@@ -178,9 +178,10 @@ _PACK_CHARS = 30_000  # ASCII JSON characters per rejection entity (one string p
 _CHUNK_DIGITS = 6
 
 
-def _pack(rejections: Sequence[Rejection]) -> list[str]:
-    """Rejections as JSON arrays of [customer, reason, contact, detail], ~30 000 chars each."""
-    packs: list[str] = []
+def _pack(rejections: Sequence[Rejection]) -> list[tuple[str, int]]:
+    """Rejections as (JSON array of [customer, reason, contact, detail], count), each at most
+    ~30 000 characters."""
+    packs: list[tuple[str, int]] = []
     current: list[str] = []
     size = 2
     for r in rejections:
@@ -193,12 +194,12 @@ def _pack(rejections: Sequence[Rejection]) -> list[str]:
             separators=(",", ":"),
         )
         if current and size + len(item) + 1 > _PACK_CHARS:
-            packs.append("[" + ",".join(current) + "]")
+            packs.append(("[" + ",".join(current) + "]", len(current)))
             current, size = [], 2
         current.append(item)
         size += len(item) + 1
     if current:
-        packs.append("[" + ",".join(current) + "]")
+        packs.append(("[" + ",".join(current) + "]", len(current)))
     return packs
 
 
@@ -233,12 +234,12 @@ class RejectionRepository:
         prefix = join_keys(encode_key(segment, "segment name"), "")
         what = f"rejections of run {run_id!r} segment {segment!r}"
         entities = []
-        for number, pack in enumerate(_pack(rejections)):
+        for number, (pack, count) in enumerate(_pack(rejections)):
             entity = {
                 "PartitionKey": pk,
                 "RowKey": f"{prefix}{number:0{_CHUNK_DIGITS}d}",
                 "Segment": segment,
-                "Count": pack.count("],[") + 1,
+                "Count": count,
                 "Items": pack,
             }
             check_entity(entity, what)

@@ -43,6 +43,12 @@ TABLES = (
 )
 
 
+# Fail within seconds when storage is down (the SDK defaults retry for minutes); a caller
+# (queue trigger, API) retries the whole operation later instead. client_options override.
+TABLE_RETRY = {"retry_total": 4, "retry_backoff_factor": 0.4, "retry_backoff_max": 8}
+QUEUE_RETRY = {"retry_total": 2, "initial_backoff": 1, "increment_base": 1.5}
+
+
 class Store:
     """Creates no client until first used; tables are created on first use (or by ensure())."""
 
@@ -55,7 +61,9 @@ class Store:
     ) -> None:
         options = dict(client_options or {})
         self.settings = settings
-        self.tables = Tables(settings.storage_connection, settings.table_prefix, **options)
+        self.tables = Tables(
+            settings.storage_connection, settings.table_prefix, **{**TABLE_RETRY, **options}
+        )
         for short in TABLES:  # fail fast on a bad TABLE_PREFIX, before any I/O
             self.tables.name(short)
         self.connections = ConnectionRepository(self.tables)
@@ -67,7 +75,9 @@ class Store:
         self.leases = LeaseRepository(self.tables, clock)
         self.segments = SegmentRepository(self.tables)
         self.customers = CustomerRepository(self.tables)
-        self.queue = RunQueue(settings.storage_connection, settings.run_queue, **options)
+        self.queue = RunQueue(
+            settings.storage_connection, settings.run_queue, **{**QUEUE_RETRY, **options}
+        )
 
     def ensure(self) -> None:
         """Create every table and the run queue if missing (idempotent)."""
