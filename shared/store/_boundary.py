@@ -56,6 +56,11 @@ def map_error(error: BaseException, what: str) -> StoreError:
             return PreconditionFailedError(f"{what}: changed since it was read (ETag mismatch)")
         if status == 409:
             return ConflictError(f"{what}: already exists ({code or 'conflict'})")
+        if status == 404 and code == "TableNotFound":
+            return StoreUnavailableError(
+                f"{what}: the table does not exist (deleted, or storage was reset); "
+                "call Store.ensure() or restart the worker"
+            )
         if status == 404:
             return NotFoundError(f"{what}: not found ({code or 'not found'})")
         if code in _LIMIT_CODES or status == 413:

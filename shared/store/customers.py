@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -191,6 +191,20 @@ class CustomerRepository:
         if self._prefer_point_reads(wanted):
             return self._point_reads(wanted, select)
         return self._bucket_scans(wanted, select)
+
+    def prefetch(
+        self, ids: Iterable[str], columns: Sequence[str] | None = None
+    ) -> Callable[[Sequence[str]], dict[str, dict[str, Any]]]:
+        """Read all `ids` in one get_many, then answer lookups of any subset from memory.
+
+        For callers that look up a big segment in batches (SegmentSyncRequest.lookup_customers):
+        one pass over the table instead of one per batch."""
+        rows = self.get_many(ids, columns)
+
+        def lookup(batch: Sequence[str]) -> dict[str, dict[str, Any]]:
+            return {i: rows[i] for i in batch if i in rows}
+
+        return lookup
 
     def _prefer_point_reads(self, wanted: set[str]) -> bool:
         if len(wanted) <= POINT_READ_ALWAYS:

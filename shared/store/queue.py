@@ -86,6 +86,8 @@ class ReceivedRun:
 
 
 class RunQueue:
+    decode_message = staticmethod(decode_message)  # store.queue.decode_message(body)
+
     def __init__(self, connection_string: str, name: str, **client_options: Any) -> None:
         self._connection_string = connection_string
         self.name = name

@@ -127,3 +127,12 @@ def test_row_validation_names_the_field(store: Store, row: dict, field: str) -> 
     report = store.customers.upsert_many([row])
     assert report.upserted == 0
     assert [(e.row, e.field) for e in report.errors] == [(1, field)]
+
+
+def test_prefetch_answers_batches_from_one_read(store: Store) -> None:
+    store.customers.upsert_many(rows(50))
+    lookup = store.customers.prefetch([f"cust-{n}" for n in range(0, 50, 5)], ["ContactId"])
+    store.customers.upsert_many([{"CustomerId": "cust-5", "ContactId": "changed"}])
+    assert lookup(["cust-5", "cust-6", "nobody"]) == {
+        "cust-5": {"CustomerId": "cust-5", "ContactId": "00000000-0000-4000-8000-000000000005"}
+    }
