@@ -9,10 +9,14 @@ characters are not encodable: they are rejected as invalid user data.
 
 from __future__ import annotations
 
+import re
+
 from shared.errors import StoreLimitError
 
 MAX_KEY_BYTES = 1024  # per key, UTF-16
 _ESCAPED = frozenset("/\\#?%~")
+# control characters Azure forbids in keys, and lone surrogates (not encodable as UTF-8)
+_BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 SEPARATOR = "~~"  # never produced by encode_key: "~" is always followed by two hex digits
 
 
@@ -33,12 +37,11 @@ def text_problem(value: object, *, max_chars: int | None = None) -> str | None:
         return f"must be a string, got {type(value).__name__}"
     if value == "":
         return "must not be empty"
-    for index, ch in enumerate(value):
+    bad = _BAD_CHAR.search(value)
+    if bad is not None:
+        ch = bad.group()
         if is_control(ch):
-            return f"contains a control character (U+{ord(ch):04X}) at position {index + 1}"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+            return f"contains a control character (U+{ord(ch):04X}) at position {bad.start() + 1}"
         return "is not valid Unicode text (lone surrogate)"
     if max_chars is not None and len(value) > max_chars:
         return f"is {len(value)} characters long; at most {max_chars} are allowed"
