@@ -1,0 +1,70 @@
+"""Transaction chunking (pure) and error mapping at the boundary."""
+
+from __future__ import annotations
+
+import http.client
+
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+
+from shared.errors import (
+    ConflictError,
+    NotFoundError,
+    PreconditionFailedError,
+    StoreUnavailableError,
+)
+from shared.store import Store
+from shared.store._boundary import map_error
+from shared.store.tables import batches
+
+
+def test_batches_respect_the_operation_count() -> None:
+    ops = [("upsert", {"PartitionKey": "p", "RowKey": str(n), "V": n}) for n in range(250)]
+    sizes = [len(b) for b in batches(ops)]
+    assert sizes == [100, 100, 50]
+    assert [op for b in batches(ops) for op in b] == ops
+
+
+def test_batches_respect_the_payload_size() -> None:
+    big = "x" * 30_000  # ~60 KB each by Azure's formula: ~65 fit in 4 MiB
+    ops = [("upsert", {"PartitionKey": "p", "RowKey": str(n), "V": big}) for n in range(100)]
+    sizes = [len(b) for b in batches(ops)]
+    assert len(sizes) == 2 and sum(sizes) == 100 and max(sizes) < 70
+
+
+def test_foreign_errors_map_to_store_errors() -> None:
+    assert isinstance(map_error(ResourceNotFoundError("x"), "op"), NotFoundError)
+    assert isinstance(map_error(ResourceExistsError("x"), "op"), ConflictError)
+    assert isinstance(map_error(ResourceModifiedError("x"), "op"), PreconditionFailedError)
+    assert isinstance(map_error(ServiceRequestError("x"), "op"), StoreUnavailableError)
+    assert isinstance(map_error(http.client.BadStatusLine("x"), "op"), StoreUnavailableError)
+    assert isinstance(map_error(ConnectionResetError(), "op"), StoreUnavailableError)
+    error = HttpResponseError("boom")
+    error.status_code = 503
+    assert isinstance(map_error(error, "op"), StoreUnavailableError)
+
+
+def test_customer_and_segment_deletes_are_idempotent(store: Store) -> None:
+    store.customers.upsert_many([{"CustomerId": "c/1"}])
+    store.customers.delete("c/1")
+    store.customers.delete("c/1")
+    store.customers.delete("\x00")
+    assert store.customers.get("c/1") is None
+    store.segments.delete("never existed")
+    store.exports.delete("never existed")
+    store.runs.delete_all("never existed")
+    store.rejections.delete_run("never", "existed")
+    store.active_runs.release("never", "existed")
+
+
+def test_ensure_creates_tables_and_queue(store: Store) -> None:
+    store.ensure()
+    store.ensure()
+    names = {t.name for t in store.tables._service_client().list_tables()}
+    prefix = store.settings.table_prefix
+    assert {f"{prefix}connections", f"{prefix}runs", f"{prefix}customers"} <= names
