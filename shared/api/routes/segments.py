@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
@@ -92,7 +93,7 @@ def get_segment(
     more = start + limit < len(ids)
     detail.member_ids = list(page)
     detail.next_link = next_link(
-        f"/api/segments/{name}",
+        f"/api/segments/{quote(name, safe='')}",
         str(start + limit) if more else None,
         members="true",
         limit=limit,
@@ -122,7 +123,7 @@ async def put_segment(
     log.info("segment %s replaced by %s (%d members)", name, caller.name, len(customer_ids))
     if not existed:
         response.status_code = 201
-        response.headers["Location"] = f"/api/segments/{name}"
+        response.headers["Location"] = f"/api/segments/{quote(name, safe='')}"
     return SegmentDetail(**segment_info_out(info).model_dump())
 
 
