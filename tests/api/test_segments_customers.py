@@ -14,7 +14,7 @@ CSV = {**ADMIN, "Content-Type": "text/csv"}
 def test_put_json_array_object_and_csv(client: TestClient) -> None:
     created = client.put("/api/segments/High value", json=["C-1", "C-2", "C-1"], headers=ADMIN)
     assert created.status_code == 201
-    assert created.headers["location"] == "/api/segments/High value"
+    assert created.headers["location"] == "/api/segments/High%20value"
     assert (created.json()["members"], created.json()["duplicates"]) == (2, 1)
     replaced = client.put("/api/segments/High value", json={"members": ["C-9"]}, headers=ADMIN)
     assert replaced.status_code == 200 and replaced.json()["members"] == 1
