@@ -24,6 +24,7 @@ from shared.store.limits import (
     MAX_CUSTOM_PROPERTIES,
     check_entity,
     property_name_problem,
+    property_problem,
 )
 from shared.store.tables import Tables, plain, properties, submit, wire
 
@@ -31,6 +32,7 @@ CUSTOMERS = "customers"
 ID_COLUMN = "CustomerId"
 BUCKETS = 32
 MAX_ID_CHARS = 256
+MAX_REPORTED_ERRORS = 1000  # an import report lists at most this many problems (plus a summary)
 _WRITERS = 4
 _READERS = 8
 # get_many strategy, from bench/store_import.py on Azurite: a point read costs ~1.5 ms (8 threads,
@@ -83,9 +85,13 @@ def row_problems(row: object) -> list[tuple[str, str]]:
         if name_problem:
             problems.append((str(name), name_problem))
             continue
-        if value is None or isinstance(value, str | bool):
+        if value is None or isinstance(value, bool):
             continue
-        if isinstance(value, int):
+        if isinstance(value, str):
+            too_big = property_problem(name, value)
+            if too_big:
+                problems.append((name, too_big))
+        elif isinstance(value, int):
             if not INT64_MIN <= value <= INT64_MAX:
                 problems.append((name, "integer does not fit in 64 bits"))
         elif isinstance(value, float):
@@ -127,6 +133,7 @@ class CustomerRepository:
         errors: list[RowError] = []
         entities: list[dict[str, Any]] = []
         first_seen: dict[str, int] = {}
+        bad_rows = 0
         for number, row in enumerate(rows, start=1):
             problems = row_problems(row)
             if not problems:
@@ -143,11 +150,16 @@ class CustomerRepository:
             if not problems:
                 try:
                     entity = _entity(row)  # type: ignore[arg-type]
-                    check_entity(entity, f"row {number}")
+                    check_entity(entity, "the row")
                     entities.append(entity)
                 except StoreLimitError as error:
                     problems.append(("", str(error)))
-            errors.extend(RowError(number, f, m) for f, m in problems)
+            if problems:
+                bad_rows += 1
+                if len(errors) < MAX_REPORTED_ERRORS:
+                    errors.extend(RowError(number, f, m) for f, m in problems)
+        if bad_rows and len(errors) >= MAX_REPORTED_ERRORS:
+            errors.append(RowError(0, "", f"{bad_rows} rows have problems; not all are listed"))
         if errors:
             return ImportReport(rows=len(rows), upserted=0, errors=errors)
         self._write(entities, merge)

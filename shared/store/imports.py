@@ -217,7 +217,11 @@ def _csv_rows(text: str) -> list[dict[str, Any]]:
     records = _csv_records(text)
     if not records:
         raise ImportFormatError([RowError(0, "", "empty file: expected a header row")])
-    header = [name.strip() for name in records[0]]
+    # the id column is recognised in any letter case and stored as "CustomerId"
+    header = [
+        ID_COLUMN if name.strip().lower() == ID_COLUMN.lower() else name.strip()
+        for name in records[0]
+    ]
     if ID_COLUMN not in header:
         raise ImportFormatError([RowError(0, ID_COLUMN, "the header has no CustomerId column")])
     duplicates = sorted({n for n in header if header.count(n) > 1})

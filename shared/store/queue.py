@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.errors import ConfigurationError
 from shared.models import RunMessage
 from shared.store._boundary import translated
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:  # the queue SDK costs ~170 ms to import: only load it when a 
     from azure.storage.queue import QueueClient
 
 _KEYS = {"exportId", "runId", "slice"}
+_QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 
 def encode_message(message: RunMessage) -> str:
@@ -89,6 +92,11 @@ class RunQueue:
     decode_message = staticmethod(decode_message)  # store.queue.decode_message(body)
 
     def __init__(self, connection_string: str, name: str, **client_options: Any) -> None:
+        if not _QUEUE_NAME.fullmatch(name) or "--" in name:
+            raise ConfigurationError(
+                f"queue name {name!r} (RUN_QUEUE_NAME) must be 3-63 lowercase letters, digits "
+                "and single hyphens, starting and ending with a letter or digit"
+            )
         self._connection_string = connection_string
         self.name = name
         self._options = client_options

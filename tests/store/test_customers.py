@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from shared.store import RowError, Store
-from shared.store.customers import BUCKETS, POINT_READ_ALWAYS, POINT_READ_UNKNOWN, bucket_of
+from shared.store.customers import (
+    BUCKETS,
+    MAX_REPORTED_ERRORS,
+    POINT_READ_ALWAYS,
+    POINT_READ_UNKNOWN,
+    bucket_of,
+)
 
 
 def rows(count: int, prefix: str = "cust") -> list[dict[str, object]]:
@@ -64,7 +70,7 @@ def test_a_bad_row_means_nothing_is_written(store: Store) -> None:
     assert (301, "CustomerId") in fields
     assert (302, "CustomerId") in fields
     assert (303, "Tags") in fields
-    assert any(e.row == 304 and "'Blob'" in e.message for e in report.errors)
+    assert any(e.row == 304 and e.field == "Blob" and "65536" in e.message for e in report.errors)
     assert all(isinstance(e, RowError) for e in report.errors)
     assert store.customers.get_many([f"cust-{n}" for n in range(300)]) == {}
 
@@ -136,3 +142,15 @@ def test_prefetch_answers_batches_from_one_read(store: Store) -> None:
     assert lookup(["cust-5", "cust-6", "nobody"]) == {
         "cust-5": {"CustomerId": "cust-5", "ContactId": "00000000-0000-4000-8000-000000000005"}
     }
+
+
+def test_whole_row_size_limit_and_error_cap(store: Store) -> None:
+    wide = {"CustomerId": "wide", **{f"C{n}": "x" * 30_000 for n in range(20)}}
+    report = store.customers.upsert_many([wide])
+    assert [(e.row, e.field) for e in report.errors] == [(1, "")]
+    assert "1048576" in report.errors[0].message
+    many_bad = [{"CustomerId": f"c{n}", "bad col": 1} for n in range(MAX_REPORTED_ERRORS + 500)]
+    report = store.customers.upsert_many(many_bad)
+    assert report.upserted == 0
+    assert len(report.errors) == MAX_REPORTED_ERRORS + 1
+    assert report.errors[-1].row == 0 and "1500 rows" in report.errors[-1].message

@@ -51,7 +51,7 @@ def test_bad_member_uploads_name_row_and_field(
 
 def test_parse_customer_rows_csv_and_json() -> None:
     rows, errors = parse_customer_rows(
-        b"CustomerId,ContactId,Email\nc1,0000,a@x\n c2 ,,\n", "text/csv"
+        b"customerid,ContactId,Email\nc1,0000,a@x\n c2 ,,\n", "text/csv"
     )
     assert errors == []
     assert rows == [

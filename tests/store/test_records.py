@@ -78,7 +78,7 @@ def test_connection_create_twice_conflicts_and_delete_is_idempotent(store: Store
         store.connections.create(connection())
     store.connections.delete("c1")
     store.connections.delete("c1")
-    store.connections.delete("never-there", if_match='W/"datetime\'2026-01-01T00%3A00%3A00Z\'"')
+    store.connections.delete("never-there", if_match="W/\"datetime'2026-01-01T00%3A00%3A00Z'\"")
     with pytest.raises(NotFoundError):
         store.connections.get("c1")
     with pytest.raises(NotFoundError):
@@ -86,9 +86,7 @@ def test_connection_create_twice_conflicts_and_delete_is_idempotent(store: Store
 
 
 def test_managed_identity_connection_without_optional_fields(store: Store) -> None:
-    c = connection(
-        "mi", credential=Credential(kind=CredentialKind.MANAGED_IDENTITY), audit=Audit()
-    )
+    c = connection("mi", credential=Credential(kind=CredentialKind.MANAGED_IDENTITY), audit=Audit())
     store.connections.create(c)
     got = store.connections.get("mi")
     assert got.credential == Credential(kind=CredentialKind.MANAGED_IDENTITY)

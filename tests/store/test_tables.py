@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 
+import pytest
 from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
@@ -13,14 +14,17 @@ from azure.core.exceptions import (
 )
 
 from shared.errors import (
+    ConfigurationError,
     ConflictError,
     NotFoundError,
     PreconditionFailedError,
     StoreUnavailableError,
 )
-from shared.store import Store
+from shared.settings import Settings
+from shared.store import Store, open_store
 from shared.store._boundary import map_error
 from shared.store.tables import batches
+from tests.support import Azurite
 
 
 def test_batches_respect_the_operation_count() -> None:
@@ -68,3 +72,17 @@ def test_ensure_creates_tables_and_queue(store: Store) -> None:
     names = {t.name for t in store.tables._service_client().list_tables()}
     prefix = store.settings.table_prefix
     assert {f"{prefix}connections", f"{prefix}runs", f"{prefix}customers"} <= names
+
+
+@pytest.mark.parametrize(
+    ("prefix", "queue"),
+    [("bad-prefix", "runs"), ("9lives", "runs"), ("ok", "Bad_Queue"), ("ok", "a--b"), ("ok", "q")],
+)
+def test_bad_table_prefix_or_queue_name_is_a_configuration_error(
+    azurite: Azurite, prefix: str, queue: str
+) -> None:
+    settings = Settings(
+        storage_connection=azurite.connection_string, table_prefix=prefix, run_queue=queue
+    )
+    with pytest.raises(ConfigurationError):
+        open_store(settings)
