@@ -25,51 +25,68 @@ GUID_RE = re.compile(
 )
 
 
+_M64 = (1 << 64) - 1
+
+
 @lru_cache(maxsize=64)
-def _keys(seed: int) -> tuple[int, tuple[bytes, ...]]:
+def _keys(seed: int) -> tuple[int, tuple[int, ...], int]:
     digest = hashlib.blake2b(f"emulator-prefix:{seed}".encode(), digest_size=8).digest()
     prefix = int.from_bytes(digest, "big")
     # Version nibble (bits 12..15 of the third group) = 4, like a random UUID.
     prefix = (prefix & ~(0xF << 12)) | (0x4 << 12)
     keys = tuple(
-        hashlib.blake2b(f"emulator-round:{seed}:{r}".encode(), digest_size=16).digest()
+        int.from_bytes(
+            hashlib.blake2b(f"emulator-round:{seed}:{r}".encode(), digest_size=8).digest(), "big"
+        )
         for r in range(_ROUNDS)
     )
-    return prefix, keys
+    inactive_key = int.from_bytes(
+        hashlib.blake2b(f"emulator-inactive:{seed}".encode(), digest_size=8).digest(), "big"
+    )
+    return prefix, keys, inactive_key
 
 
-def _round(key: bytes, half: int) -> int:
-    h = hashlib.blake2b(half.to_bytes(4, "big"), key=key, digest_size=4).digest()
-    return int.from_bytes(h, "big") & _HALF_MASK
+def _mix(x: int) -> int:
+    """A fast 64-bit integer mixer (splitmix64 finaliser); speed matters, secrecy does not."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
 
 
-def _permute(i: int, keys: tuple[bytes, ...]) -> int:
+def _permute(i: int, keys: tuple[int, ...]) -> int:
     left, right = i >> _HALF_BITS, i & _HALF_MASK
     for key in keys:
-        left, right = right, left ^ _round(key, right)
+        left, right = right, left ^ (_mix(right ^ key) & _HALF_MASK)
     return (left << _HALF_BITS) | right
 
 
-def _unpermute(x: int, keys: tuple[bytes, ...]) -> int:
+def _unpermute(x: int, keys: tuple[int, ...]) -> int:
     left, right = x >> _HALF_BITS, x & _HALF_MASK
     for key in reversed(keys):
-        left, right = right ^ _round(key, left), left
+        left, right = right ^ (_mix(left ^ key) & _HALF_MASK), left
     return (left << _HALF_BITS) | right
+
+
+def _format(value: int) -> str:
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def contact_id(i: int, seed: int) -> str:
     """GUID (lower-case string) of synthetic contact number ``i``."""
     if not 0 <= i <= _LOW_MASK:
         raise ValueError("contact index out of range")
-    prefix, keys = _keys(seed)
+    prefix, keys, _ = _keys(seed)
     low = (0b10 << 62) | _permute(i, keys)
-    return str(uuid.UUID(int=(prefix << 64) | low))
+    return _format((prefix << 64) | low)
 
 
 def contact_index(guid: str, seed: int) -> int | None:
-    """Inverse of :func:`contact_id`; None when the GUID is not a synthetic id of this seed."""
-    value = uuid.UUID(guid).int
-    prefix, keys = _keys(seed)
+    """Inverse of :func:`contact_id`; None when the GUID is not a synthetic id of this seed.
+
+    ``guid`` must already be a valid GUID string (see :func:`normalize_guid`)."""
+    value = int(guid.replace("-", ""), 16)
+    prefix, keys, _ = _keys(seed)
     if value >> 64 != prefix or (value >> 62) & 0b11 != 0b10:
         return None
     return _unpermute(value & _LOW_MASK, keys)
@@ -79,8 +96,7 @@ def is_inactive(i: int, seed: int, fraction: float) -> bool:
     """Whether synthetic contact ``i`` is inactive (statecode 1); seeded, independent of order."""
     if fraction <= 0.0:
         return False
-    h = hashlib.blake2b(f"inactive:{seed}:{i}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64 < fraction
+    return _mix(i ^ _keys(seed)[2]) / 2**64 < fraction
 
 
 def derived_guid(seed: int, name: str) -> str:

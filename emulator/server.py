@@ -505,7 +505,7 @@ def start_emulator(
     server = _TLSServer(("127.0.0.1", port), server_context(cert, key), app)
     app.bind_url(f"https://127.0.0.1:{server.server_address[1]}")
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
     thread.name = f"dataverse-emulator:{server.server_address[1]}"
     thread.start()

@@ -97,6 +97,8 @@ class Stats:
                     "method": method,
                     "path": path[:200],
                     "cost": round(cost, 6),
+                    "fault": fault,
+                    "violation": violation,
                 }
             )
 

@@ -814,6 +814,10 @@ class WebApi:
             q, path, fragment, self._member_rows(lid, after, self._contact_row), select, "contactid"
         )
 
+    @staticmethod
+    def _id_row(lid: str, cid: str) -> dict[str, Any] | None:
+        return {"contactid": cid}
+
     def _contact_row(self, lid: str, cid: str) -> dict[str, Any] | None:
         return self.state.get_contact(cid)
 
