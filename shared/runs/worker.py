@@ -106,9 +106,9 @@ def process_message(
     before the last allowed delivery); every other failure is recorded on the run.
     """
     try:
-        message: RunMessage = store.queue.decode_message(body)
+        message = decode_run_message(store, body)
     except Exception as exc:
-        log.warning("dropping a run message that cannot be decoded (%s)", type(exc).__name__)
+        log.warning("dropping a run message that cannot be decoded (%s)", exc)
         return Outcome.DROPPED
     try:
         run: Run = store.runs.get(message.export_id, message.run_id)
@@ -133,10 +133,19 @@ def process_message(
         work.close()
 
 
+def decode_run_message(store: Any, body: str | bytes) -> RunMessage:
+    """The store's decoder (JSON as the trigger hands it over, or its base64 form)."""
+    decode = getattr(store.queue, "decode_message", None)
+    if decode is None:
+        from shared.store import decode_message as decode
+    message: RunMessage = decode(body)
+    return message
+
+
 def finish_abandoned(store: Any, body: str | bytes, reason: str) -> Run | None:
     """Close a run whose message was given up on (poison queue): failed, marker released."""
     try:
-        message: RunMessage = store.queue.decode_message(body)
+        message = decode_run_message(store, body)
         run: Run = store.runs.get(message.export_id, message.run_id)
     except Exception as exc:
         log.warning("poison message ignored (%s)", type(exc).__name__)

@@ -15,7 +15,7 @@ from tests.support import Azurite
 
 SECRET_SETTING = "EMU_SALES_SECRET"
 CONTACT_FIELD = "ContactId"
-DRAIN_LIMIT_SECONDS = 240.0  # a safety bound against hangs, not a timing assertion
+DRAIN_LIMIT_SECONDS = 120.0  # a safety bound against hangs, not a timing assertion
 
 
 def run_env(azurite: Azurite, prefix: str, emu: Any, **extra: str) -> dict[str, str]:
