@@ -9,6 +9,31 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.api.app import create_api
+from shared.runs import triggers as run_triggers  # light: builds no client at import
 
 api = create_api()
 app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.ANONYMOUS)
+
+# --- runs: scheduled refresh, the run-queue worker and its poison queue (bodies: shared/runs) ---
+
+
+@app.function_name(name="scheduled_refresh")
+@app.timer_trigger(
+    schedule="%REFRESH_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True
+)
+def scheduled_refresh(timer: func.TimerRequest) -> None:
+    run_triggers.on_timer(timer.past_due)
+
+
+@app.function_name(name="run_worker")
+@app.queue_trigger(arg_name="msg", queue_name="%RUN_QUEUE_NAME%", connection="AzureWebJobsStorage")
+def run_worker(msg: func.QueueMessage) -> None:
+    run_triggers.on_run_message(msg.get_body(), msg.dequeue_count or 1)
+
+
+@app.function_name(name="run_poison")
+@app.queue_trigger(
+    arg_name="msg", queue_name="%RUN_QUEUE_NAME%-poison", connection="AzureWebJobsStorage"
+)
+def run_poison(msg: func.QueueMessage) -> None:
+    run_triggers.on_poison_message(msg.get_body())
