@@ -251,6 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         app.stats.enter()
         started = time.monotonic()
+        wall_cost = 0.0
         try:
             resp = self._execute(app, principal, target, body)
             wall_cost = resp.cost * app.cfg.time_scale
@@ -259,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(remaining)  # this request's own thread: other requests keep running
         finally:
             app.stats.leave()
-            app.protection.release(user, wall_cost if "wall_cost" in locals() else 0.0)
+            app.protection.release(user, wall_cost)
         left_requests, left_ms = app.protection.remaining(user)
         headers = {
             **base_headers,
