@@ -198,8 +198,26 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     return render(request, exc)
 
 
+def _is_json(content_type: str | None) -> bool:
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    body_not_json = any(
+        tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing" for e in errors
+    )
+    if body_not_json and not _is_json(request.headers.get("content-type")):
+        return problem_response(
+            request,
+            415,
+            "Send the body as application/json.",
+            kind="unsupported-media-type",
+        )
     return render(request, validation_problem(list(exc.errors()), creating=request.method == "PUT"))
 
 

@@ -67,6 +67,7 @@ def _tenant(value: str) -> str:
 TenantId = Annotated[str, StringConstraints(min_length=1, max_length=253), AfterValidator(_tenant)]
 SettingName = Annotated[str, StringConstraints(pattern=SETTING_NAME_PATTERN)]
 ColumnName = Annotated[str, StringConstraints(pattern=COLUMN_PATTERN)]
+ResourceId = Annotated[str, StringConstraints(pattern=RESOURCE_ID_PATTERN)]
 SegmentName = Annotated[
     str, StringConstraints(pattern=SEGMENT_NAME_PATTERN), AfterValidator(_not_blank)
 ]
@@ -307,7 +308,7 @@ ListNameTemplate = Annotated[
 
 class ExportIn(InputModel):
     display_name: DisplayName
-    connection_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    connection_id: ResourceId
     segments: Annotated[list[SegmentName], Field(min_length=1, max_length=MAX_SEGMENTS)]
     mode: ExportMode = ExportMode.MIRROR
     enabled: bool = True

@@ -21,6 +21,7 @@ from shared.api.schemas import (
     ExportList,
     ExportOut,
     ExportPatch,
+    ResourceId,
     export_input_dict,
     export_out,
     render_list_name,
@@ -39,7 +40,7 @@ ETAG_HEADER = {"ETag": {"description": "version of the resource", "schema": {"ty
 class ExportMerged(ExportIn):
     """A merged export may stay detached (no connection) until a connection is attached."""
 
-    connection_id: str | None = None  # type: ignore[assignment]
+    connection_id: ResourceId | None = None  # type: ignore[assignment]
 
 
 def may_use(caller: Caller, connection: Connection | None) -> bool:
