@@ -44,7 +44,10 @@ def main() -> None:
             "members",
             lambda: store.segments.put("Bench", members),
         )
-        print(f"  -> {info.members:,} members stored")
+        chunks = store.tables.client("segmentchunks").query_entities(
+            "PartitionKey eq @pk", parameters={"pk": info.version}, select=["RowKey"]
+        )
+        print(f"  -> {info.members:,} members stored in {len(list(chunks))} chunk entities")
         read = timed(
             f"segments.members {args.members:,} ids",
             args.members,

@@ -174,6 +174,7 @@ class SegmentRepository:
         if problem:
             raise ValueError(f"segment name {problem}")
         header_key = encode_key(name, "segment name")
+        customer_ids = list(customer_ids)  # iterated twice below
         problems = validate_member_ids(customer_ids)
         if problems:
             raise ValueError("; ".join(problems))
