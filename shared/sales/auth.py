@@ -129,13 +129,14 @@ class MsalClientSecretProvider(CachedTokenProvider):
         if self._app is None:
             import msal  # lazy: keeps cold start light
 
+            secret = self._secret()  # a missing setting is a ConfigurationError, said as such
             extra: dict[str, Any] = {"verify": self._verify}
             if isinstance(self._verify, str):
                 extra = {"http_client": _pinned_session(self._verify)}
             try:
                 self._app = msal.ConfidentialClientApplication(
                     self._client_id,
-                    client_credential=self._secret(),
+                    client_credential=secret,
                     authority=self._authority,
                     instance_discovery=instance_discovery_for(self._authority),
                     **extra,

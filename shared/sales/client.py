@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,6 +39,7 @@ from shared.sales.odata import API_PATH
 RETRIABLE_STATUS = frozenset({408, 502, 503, 504})
 THROTTLED = 429
 BODY_EXCERPT = 300
+MAX_SPACING = 0.25  # seconds; upper bound of the adaptive spacing between request starts
 
 
 class SalesNotFoundError(FatalSalesError):
@@ -72,35 +74,82 @@ class RetryPolicy:
     throttle_base: float = 2.0  # 2**n seconds when a 429 has no Retry-After
     throttle_cap: float = 300.0
     retry_after_margin: float = 0.0  # added to Retry-After (0: honour it exactly)
+    start_spacing: float = 0.02  # seconds between request starts (see ThrottleGate)
 
 
 class ThrottleGate:
-    """No request leaves before ``not_before``; a 429 on any thread moves it for all threads."""
+    """Service protection is per user, so one gate serves every thread of an app identity.
+
+    - ``close_for(seconds)``: a 429 moves ``not_before`` for all threads; nobody sends earlier.
+    - After a 429 the gate reopens for ONE probe request only; the others wait for its answer
+      and follow only if it was not throttled again. Releasing every waiting thread at the same
+      instant would send a burst that can arrive after the server has already blocked us again.
+    """
 
     def __init__(
         self,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        spacing: float = 0.0,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self._lock = threading.Lock()
+        # Minimum time between two request starts: a 429 answer reaches us before the next
+        # request leaves, so a throttle on one request is not followed by a burst of others.
+        self.spacing = spacing
+        self._last_start = float("-inf")
+        self._cond = threading.Condition()
         self._not_before = 0.0
+        self._cautious = False  # after a 429: let one probe through before the rest
+        self._probe_out = False
 
     def close_for(self, seconds: float) -> None:
-        with self._lock:
+        with self._cond:
             self._not_before = max(self._not_before, self._clock() + max(0.0, seconds))
+            self._cautious = True
+            self._cond.notify_all()
+
+    def learn_latency(self, seconds: float) -> None:
+        """A 429 took ``seconds`` to come back: keep starts at least 1.5 times that apart."""
+        with self._cond:
+            self.spacing = min(MAX_SPACING, max(self.spacing, 1.5 * seconds))
 
     def remaining(self) -> float:
-        with self._lock:
+        with self._cond:
             return self._not_before - self._clock()
 
-    def wait(self) -> None:
+    def enter(self) -> bool:
+        """Block until this thread may send; True when it was let through as the probe."""
         while True:
-            remaining = self.remaining()
-            if remaining <= 0:
-                return
+            with self._cond:
+                now = self._clock()
+                remaining = max(self._not_before, self._last_start + self.spacing) - now
+                if remaining <= 0:
+                    if not self._cautious:
+                        self._last_start = now
+                        return False
+                    if not self._probe_out:
+                        self._probe_out = True
+                        self._last_start = now
+                        return True
+                    self._cond.wait(timeout=1.0)  # the probe's answer wakes us
+                    continue
+            self._sleep(remaining)
+
+    def leave(self, probe: bool, *, throttled: bool) -> None:
+        """Report the answer to a request let through by ``enter``."""
+        if not probe:
+            return
+        with self._cond:
+            self._probe_out = False
+            if not throttled:
+                self._cautious = False
+            self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Wait out the current block (no probe bookkeeping); for callers that do not send."""
+        while (remaining := self.remaining()) > 0:
             self._sleep(remaining)
 
 
@@ -173,7 +222,7 @@ class SalesClient:
         server_address: str,
         tokens: TokenProvider,
         *,
-        verify: str | bool = True,
+        verify: str | bool | ssl.SSLContext = True,
         max_parallel: int = 8,
         page_size: int = 5000,
         timeout: float = 120.0,
@@ -194,7 +243,11 @@ class SalesClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng
-        self.gate = gate or ThrottleGate(clock=clock, sleep=sleep)
+        if gate is None:
+            gate = ThrottleGate(clock=clock, sleep=sleep, spacing=self.retry.start_spacing)
+        else:  # a gate shared across clients keeps what it learnt
+            gate.spacing = max(gate.spacing, self.retry.start_spacing)
+        self.gate = gate
         self._dop_hint = dop_hint
         self._dop_lock = threading.Lock()
         self._counter_lock = threading.Lock()
@@ -203,6 +256,8 @@ class SalesClient:
             max_connections=self.max_parallel + 2,
             max_keepalive_connections=self.max_parallel + 2,
         )
+        if isinstance(verify, str):  # a CA file to trust (the local emulator)
+            verify = ssl.create_default_context(cafile=verify)
         inner = transport or httpx.HTTPTransport(verify=verify, limits=limits)
         self._http = httpx.Client(
             base_url=self.api_url,
@@ -302,12 +357,14 @@ class SalesClient:
         attempt = 0
         refreshed = False
         while True:
-            self.gate.wait()
+            probe = self.gate.enter()
             with self._counter_lock:
                 self.requests_sent += 1
+            started = self._clock()
             try:
                 response = self._http.request(method, url, content=body, headers=request_headers)
             except httpx.TransportError as exc:
+                self.gate.leave(probe, throttled=False)
                 attempt += 1
                 if not retry_unsafe or attempt > self.retry.max_retries:
                     raise TransientSalesError(
@@ -315,6 +372,15 @@ class SalesClient:
                     ) from None
                 self._sleep(self._backoff(attempt))
                 continue
+            except BaseException:
+                self.gate.leave(probe, throttled=False)
+                raise
+            throttled = response.status_code == THROTTLED
+            if throttled:
+                # Close the gate before anything else so no other thread sends meanwhile.
+                self.gate.close_for(self._throttle_delay(response, attempt + 1))
+                self.gate.learn_latency(self._clock() - started)
+            self.gate.leave(probe, throttled=throttled)
             self._note(response)
             status = response.status_code
             if status < 400:
@@ -327,8 +393,6 @@ class SalesClient:
                 continue
             if status == THROTTLED:
                 attempt += 1
-                # Close the gate before anything else so no thread sends while we decide.
-                self.gate.close_for(self._throttle_delay(response, attempt))
                 if attempt > self.retry.max_retries:
                     raise error_for(status, response.headers, response.content, context)
                 continue

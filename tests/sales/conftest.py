@@ -62,7 +62,7 @@ def make_client(fake_time: FakeTime) -> Iterator[Callable[..., SalesClient]]:
             "sleep": fake_time.sleep,
             "clock": fake_time.clock,
             "rng": lambda: 0.5,
-            "retry": RetryPolicy(max_retries=4),
+            "retry": RetryPolicy(max_retries=4, start_spacing=0.0),
             "max_parallel": 4,
         }
         options.update(kwargs)
@@ -74,3 +74,34 @@ def make_client(fake_time: FakeTime) -> Iterator[Callable[..., SalesClient]]:
     yield make
     for client in made:
         client.close()
+
+
+# --- the real emulator (integration tests) ----------------------------------------------------
+
+INTEGRATION_CONTACTS = 6000
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[object]:
+    """One emulator for the session (HTTPS on loopback, real token endpoint). Tests use their
+    own list names and contact ranges so they do not see each other's changes."""
+    import os
+
+    from emulator import EmulatorConfig, start_emulator
+
+    # msal is pinned to SALES_CA_BUNDLE by our code; drop the machine's bundle override anyway so
+    # nothing else in the process trusts the wrong store.
+    saved = {
+        k: os.environ.pop(k) for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if k in os.environ
+    }
+    emu = start_emulator(
+        EmulatorConfig(
+            contacts=INTEGRATION_CONTACTS, inactive_fraction=0.05, seed=11, time_scale=0.01
+        ),
+        port=0,
+    )
+    try:
+        yield emu
+    finally:
+        emu.stop()
+        os.environ.update(saved)
