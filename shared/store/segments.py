@@ -182,7 +182,6 @@ class SegmentRepository:
         duplicates = len(customer_ids) - len(unique)
         version = uuid.uuid4().hex
         chunks = pack_members(unique)
-        self._write_chunks(name, version, chunks)
         header = {
             "PartitionKey": _HEADER_PK,
             "RowKey": header_key,
@@ -195,12 +194,18 @@ class SegmentRepository:
         }
         check_entity(header, f"segment {name!r}")
         try:
+            self._write_chunks(name, version, chunks)
             meta, old_version = self._flip(name, header)
-        except Exception:
-            self._delete_chunks(version)
+        except BaseException:
+            # never pointed to: remove what was written (best effort; the error that matters
+            # is the one being raised)
+            with contextlib.suppress(StoreError):
+                self._delete_chunks(version)
             raise
         if old_version is not None:
-            self._delete_chunks(old_version)
+            # the new version is live; a failure here only leaves unreferenced chunks behind
+            with contextlib.suppress(StoreError):
+                self._delete_chunks(old_version)
         return SegmentInfo(
             name=name,
             members=len(unique),
