@@ -118,3 +118,23 @@ def check_entity(entity: Mapping[str, object], what: str) -> int:
             f"bytes per entity (largest field {largest!r}: {largest_size} bytes)"
         )
     return total
+
+
+def json_chars(text: str) -> int:
+    """Characters `text` takes in the SDK's JSON (non-ASCII is sent as \\uXXXX escapes)."""
+    if text.isascii():
+        return len(text) + 2
+    return 2 + sum(1 if ord(c) < 128 else 6 if ord(c) < 0x10000 else 12 for c in text)
+
+
+def payload_estimate(entity: Mapping[str, object]) -> int:
+    """Upper-bound-ish bytes of one entity in a batch body: the larger of Azure's (UTF-16)
+    size and the escaped JSON, plus per-property overhead for type annotations."""
+    body = 512  # sub-request line and headers
+    for name, value in entity.items():
+        if value is None:
+            continue
+        raw = value[0] if isinstance(value, tuple) else value
+        body += 2 * len(name) + 40
+        body += json_chars(raw) if isinstance(raw, str) else 32
+    return max(body, entity_size(entity))

@@ -23,7 +23,7 @@ from azure.data.tables import UpdateMode
 from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, StoreError
 from shared.store._boundary import translated
 from shared.store.keys import encode_key, text_problem, try_encode_key, utf16_units
-from shared.store.limits import MAX_ENTITY_BYTES, check_entity
+from shared.store.limits import MAX_ENTITY_BYTES, check_entity, json_chars
 from shared.store.tables import Tables, etag_of, match, submit
 
 SEGMENTS, SEGMENT_CHUNKS = "segments", "segmentchunks"
@@ -61,13 +61,6 @@ def validate_member_ids(ids: Iterable[object]) -> list[str]:
     return problems
 
 
-def _json_units(text: str) -> int:
-    """Approximate JSON body bytes (Azurite counts \\uXXXX escapes for non-ASCII)."""
-    if text.isascii():
-        return len(text)
-    return sum(1 if ord(c) < 128 else 6 if ord(c) < 0x10000 else 12 for c in text)
-
-
 def pack_members(ids: Sequence[str]) -> list[list[str]]:
     """Ids -> chunks (entities) -> properties (newline-joined strings). Pure."""
     chunks: list[list[str]] = []
@@ -81,7 +74,7 @@ def pack_members(ids: Sequence[str]) -> list[list[str]]:
         if current:
             text = "\n".join(current)
             props.append(text)
-            chunk_json += _json_units(text)
+            chunk_json += json_chars(text)
             current, units = [], 0
 
     def close_chunk() -> None:

@@ -17,7 +17,7 @@ from shared.store.limits import (
     INT32_MIN,
     MAX_BATCH_BYTES,
     MAX_BATCH_OPERATIONS,
-    entity_size,
+    payload_estimate,
 )
 
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
@@ -116,13 +116,13 @@ class Tables:
 def batches(operations: Sequence[Operation]) -> Iterator[list[Operation]]:
     """Split operations on ONE partition into transactions of <=100 ops and <=4 MiB.
 
-    The byte budget uses Azure's (UTF-16) entity size, which overestimates the JSON payload.
+    The byte budget uses an estimate of each entity's JSON (see limits.payload_estimate).
     """
     current: list[Operation] = []
     size = 0
     budget = MAX_BATCH_BYTES - 64 * 1024  # headroom for multipart framing
     for op in operations:
-        op_size = entity_size(op[1]) if op[0] != "delete" else 512
+        op_size = payload_estimate(op[1]) if op[0] != "delete" else 512
         if current and (len(current) >= MAX_BATCH_OPERATIONS or size + op_size > budget):
             yield current
             current, size = [], 0

@@ -41,6 +41,13 @@ def test_batches_respect_the_payload_size() -> None:
     assert len(sizes) == 2 and sum(sizes) == 100 and max(sizes) < 70
 
 
+def test_batches_count_escaped_non_ascii_json() -> None:
+    wide = "é" * 20_000  # 40 KB in UTF-16 but ~120 KB as \\u00e9 escapes in the JSON body
+    ops = [("upsert", {"PartitionKey": "p", "RowKey": str(n), "V": wide}) for n in range(100)]
+    sizes = [len(b) for b in batches(ops)]
+    assert sum(sizes) == 100 and max(sizes) * 120_000 < 4 * 1024 * 1024
+
+
 def test_foreign_errors_map_to_store_errors() -> None:
     assert isinstance(map_error(ResourceNotFoundError("x"), "op"), NotFoundError)
     assert isinstance(map_error(ResourceExistsError("x"), "op"), ConflictError)
