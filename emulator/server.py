@@ -187,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- the Web API --------------------------------------------------------------------------
     def _api(self, app: Emulator, body: bytes) -> None:
         target = self.path[len(API_PREFIX) :] if self.path.startswith(API_PREFIX) else ""
-        kind = classify(self.command, target.split("?", 1)[0])
+        kind = classify(self.command, unquote(target.split("?", 1)[0]))
         base_headers = {
             "REQ_ID": str(uuid.uuid4()),
             "OData-Version": "4.0",

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote_plus
+from urllib.parse import quote, unquote, unquote_plus
 
 from emulator import odata
 from emulator.auth import Principal
@@ -191,7 +191,7 @@ class WebApi:
     # -- entry --------------------------------------------------------------------------------
     def handle(self, req: ApiRequest) -> ApiResponse:
         path, _, query = req.target.partition("?")
-        path = unquote_plus(path) if "%" in path else path
+        path = unquote(path)  # a path keeps '+' literally (unlike a query string)
         kind = classify(req.method, path)
         try:
             if not req.in_batch:

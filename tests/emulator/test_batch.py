@@ -194,3 +194,17 @@ def test_batch_counts_one_request_but_all_execution_time(make_emulator) -> None:
     assert stats["batch_operations_total"] == 10
     expected = (10 * costs.base_ms + 100 * costs.per_member_ms) / 1000
     assert abs(stats["total_cost_seconds"] - expected) < 1e-9
+
+
+def test_long_get_fits_inside_a_batch(client: httpx.Client, emu: RunningEmulator) -> None:
+    ids = [emu.contact_id(i) for i in range(1000)]  # ~40 KB of URL: too long outside $batch
+    values = ",".join(f"'{i}'" for i in ids)
+    flt = f"Microsoft.Dynamics.CRM.In(PropertyName='contactid',PropertyValues=[{values}])"
+    url = f"contacts?$select=contactid&$filter={flt}"
+    assert 32_768 < len(url) < 65_536
+    r = post_batch(client, [("GET", url, None, None)])
+    assert statuses(r) == [200]
+    assert r.text.count('"contactid"') == 1000
+    too_long = url + "&@x='" + "y" * 30_000 + "'"
+    r = post_batch(client, [("GET", too_long, None, None)], Prefer="odata.continue-on-error")
+    assert statuses(r) == [414]

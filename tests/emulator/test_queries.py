@@ -215,6 +215,13 @@ def test_skiptoken_is_bound_to_its_query(client: httpx.Client, emu: RunningEmula
     assert r.status_code == 400
 
 
+def test_service_document_and_encoded_paths(client: httpx.Client) -> None:
+    r = client.get("")
+    assert r.status_code == 200
+    assert {s["name"] for s in r.json()["value"]} == {"contacts", "lists", "listmembers"}
+    assert client.get("Who%41mI").status_code == 200
+
+
 def test_unknown_segments_methods_and_long_urls(client: httpx.Client, emu: RunningEmulator) -> None:
     r = client.get("accounts")
     assert r.status_code == 404
