@@ -1,4 +1,21 @@
-"""Table and Queue Storage for the app (Contract 3). See store.py for the entry point."""
+"""Table and Queue Storage for the app (Contract 3): ``store = open_store(settings)``.
+
+Tables (``settings.table_prefix`` + name) and their keys; user text in keys is escaped by
+keys.encode_key (``~XX``) and kept verbatim in a property:
+
+  connections    "connection" / connection id
+  exports        "export" / export id
+  exportstate    export id / segment                        list id + name per segment
+  runs           export id / r<inverted ns time><rand>      newest first; plus i<run id> index rows
+  rejections     export id~~run id / segment~~<chunk no>    ~30 000 chars of packed rejections each
+  activeruns     "active" / export id                       insert-if-absent marker (RunId)
+  leases         "lease" / export id                        Holder, ExpiresAt; ETag-guarded
+  segments       "segment" / segment name                   header: Version, Chunks, Members
+  segmentchunks  version / <chunk no>                       P0..P14: newline-joined member ids
+  customers      b<crc32 % 32> / customer id                CustomerId + any columns
+
+Queue ``settings.run_queue``: base64(JSON ``{"exportId", "runId", "slice"}``).
+"""
 
 from shared.store.customers import CustomerRepository, ImportReport, RowError
 from shared.store.imports import ImportFormatError, parse_customer_rows, parse_segment_members

@@ -30,6 +30,7 @@ RUNS, REJECTIONS, ACTIVE_RUNS = "runs", "rejections", "activeruns"
 _INVERT_FROM = 10**19  # time.time_ns() stays below this until the year 2286
 _RUN_ROW = re.compile(r"r\d{19}[0-9a-f]{8}")
 _INDEX_PREFIX = "i"  # index rows: run id -> run row key, same partition as the runs
+_ROW_KEY_CACHE = 10_000
 
 
 def run_row_key(now_ns: int | None = None) -> str:
@@ -69,9 +70,14 @@ class RunRepository:
         with translated(f"get run {run_id!r} of export {export_id!r}"):
             index = self._tables.client(RUNS).get_entity(pk, _INDEX_PREFIX + rid)
         row_key = str(index["RunRowKey"])
-        with self._lock:
-            self._row_keys[(export_id, run_id)] = row_key
+        self._remember(export_id, run_id, row_key)
         return row_key
+
+    def _remember(self, export_id: str, run_id: str, row_key: str) -> None:
+        with self._lock:
+            if len(self._row_keys) >= _ROW_KEY_CACHE:
+                self._row_keys.clear()  # a long-lived worker: start over rather than grow
+            self._row_keys[(export_id, run_id)] = row_key
 
     def create(self, run: Run) -> Run:
         """Record a new run (a uuid id if run.id is empty); ConflictError if the id exists."""
@@ -87,8 +93,7 @@ class RunRepository:
         check_entity(index, f"run {run.id!r} index")
         with translated(f"create run {run.id!r} of export {run.export_id!r}"):
             self._tables.client(RUNS).submit_transaction([("create", index), ("create", entity)])
-        with self._lock:
-            self._row_keys[(run.export_id, run.id)] = row_key
+        self._remember(run.export_id, run.id, row_key)
         return self.get(run.export_id, run.id)
 
     def get(self, export_id: str, run_id: str) -> Run:
