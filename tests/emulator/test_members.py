@@ -256,3 +256,19 @@ def test_deleting_a_contact_removes_its_memberships(
     assert client.delete(f"contacts({a})").status_code == 204
     assert emu.state.list_members(list_id) == {b}
     assert client.get(f"contacts({a})").status_code == 404
+
+
+def test_listmembers_filter_by_entity(client: httpx.Client, emu: RunningEmulator) -> None:
+    list_id = create_list(client)
+    a, b = emu.contact_id(21), emu.contact_id(22)
+    emu.state.add_members(list_id, [a, b])
+    flt = f"_listid_value eq {list_id} and _entityid_value eq {b}"
+    r = client.get(
+        "listmembers", params={"$select": "listmemberid,_entityid_value", "$filter": flt}
+    )
+    assert r.status_code == 200
+    (row,) = r.json()["value"]
+    assert row["_entityid_value"] == b and set(row) == {"listmemberid", "_entityid_value"}
+    other = "11111111-2222-4333-8444-555555555555"
+    r = client.get("listmembers", params={"$filter": f"_listid_value eq {other}"})
+    assert r.json()["value"] == []
