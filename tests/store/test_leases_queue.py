@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -154,3 +155,27 @@ def test_unreachable_storage_maps_to_store_unavailable() -> None:
     with pytest.raises(StoreUnavailableError):
         s.queue.send(RunMessage("e", "r"))
     s.close()
+
+
+def test_racing_takeover_of_an_expired_lease_has_one_winner(
+    timed_store: Store, clock: FakeClock
+) -> None:
+    assert timed_store.leases.acquire("e1", "crashed-worker", 5) is not None
+    clock.now += 6
+    contenders = [f"worker-{n}" for n in range(8)]
+    barrier = threading.Barrier(len(contenders))
+    won: list[str] = []
+
+    def contend(holder: str) -> None:
+        barrier.wait()
+        if timed_store.leases.acquire("e1", holder, 60) is not None:
+            won.append(holder)
+
+    threads = [threading.Thread(target=contend, args=(h,)) for h in contenders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    current = timed_store.leases.get("e1")
+    assert current is not None and current.holder == won[0]
