@@ -248,6 +248,10 @@ def default_jwks_url(settings: Settings) -> str:
 def default_issuer(settings: Settings) -> str:
     if settings.token_issuer:
         return settings.token_issuer
+    if not settings.entra_tenant_id:
+        from shared.errors import ConfigurationError
+
+        raise ConfigurationError("AUTH_MODE=entra needs TOKEN_ISSUER or ENTRA_TENANT_ID")
     return f"https://login.microsoftonline.com/{settings.entra_tenant_id}/v2.0"
 
 

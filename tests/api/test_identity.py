@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
@@ -15,9 +16,13 @@ from shared.api.identity import (
     IdentityResolver,
     JwksCache,
     decode_client_principal,
+    default_issuer,
+    default_jwks_url,
     highest_role,
 )
+from shared.errors import ConfigurationError
 from shared.models import Role
+from shared.settings import Settings
 from tests.api.helpers import (
     ADMIN,
     AUDIENCE,
@@ -181,3 +186,28 @@ def test_health_is_anonymous_and_says_nothing_else(make_client: Callable[..., Te
     response = client.get("/api/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_default_key_url_and_issuer_follow_the_tenant() -> None:
+    settings = Settings.from_env(
+        {
+            "STORAGE_CONNECTION": "UseDevelopmentStorage=true",
+            "API_AUDIENCE": AUDIENCE,
+            "ENTRA_TENANT_ID": "contoso.onmicrosoft.com",
+        }
+    )
+    assert default_jwks_url(settings) == (
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/discovery/v2.0/keys"
+    )
+    assert (
+        default_issuer(settings) == "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
+    )
+    keys_only = Settings.from_env(
+        {
+            "STORAGE_CONNECTION": "UseDevelopmentStorage=true",
+            "API_AUDIENCE": AUDIENCE,
+            "JWKS_URL": "http://127.0.0.1:1/keys",
+        }
+    )
+    with pytest.raises(ConfigurationError):
+        default_issuer(keys_only)
