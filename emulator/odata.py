@@ -240,7 +240,7 @@ class FilterParser:
     def _convert(self, prop: str, lit: _Lit) -> Any:
         ptype = self.props[prop]
         if lit.kind == "null":
-            return None
+            raise unsupported("null literals in $filter")
         ok = {
             GUID: lit.kind == "guid",
             INT: lit.kind == "number",

@@ -14,9 +14,11 @@ import json
 import shutil
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -294,7 +296,16 @@ class _Handler(BaseHTTPRequestHandler):
         self, app: Emulator, principal: Principal, target: str, body: bytes
     ) -> ApiResponse:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        return app.api.handle(ApiRequest(self.command, target, headers, body, principal))
+        try:
+            return app.api.handle(ApiRequest(self.command, target, headers, body, principal))
+        except Exception as exc:  # an emulator bug: answer 500 and say so, keep serving
+            traceback.print_exc(file=sys.stderr)
+            msg = f"Emulator internal error: {exc!r}"
+            kind = classify(self.command, unquote(target.split("?", 1)[0]))
+            cost = app.cfg.costs.base_ms / 1000
+            return ApiResponse(
+                500, kind, {"error": {"code": CODE_UNAVAILABLE, "message": msg}}, cost=cost
+            )
 
     def _throttled(
         self, app: Emulator, kind: str, user: str, throttle: Throttle, base_headers: dict[str, str]
@@ -317,7 +328,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(403, {"error": "control endpoints are loopback-only"})
             return
         m = self.command
-        doc: Any = json.loads(body) if body else {}
+        try:
+            doc: Any = json.loads(body) if body else {}
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            self._send_json(400, {"error": "the body must be a JSON object"})
+            return
         parts = path.strip("/").split("/")
         if m == "GET" and parts == ["stats"]:
             self._send_json(200, {**app.stats.snapshot(), "min_wall_time": app.min_wall_time()})

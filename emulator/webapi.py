@@ -534,8 +534,8 @@ class WebApi:
             raise bad_request("statecode must be 0 or 1.", CODE_VALIDATION)
         try:
             new_id = self.state.add_contact(
-                firstname=fields.get("firstname", ""),
-                lastname=fields.get("lastname", ""),
+                firstname=fields.get("firstname") or "",
+                lastname=fields.get("lastname") or "",
                 statecode=state,
                 contactid=cid,
                 emailaddress1=fields.get("emailaddress1"),
@@ -650,6 +650,9 @@ class WebApi:
                 raise unsupported("creating an inactive list")
             fields.pop("statecode", None)
             fields.pop("statuscode", None)
+        for required in ("listname", "createdfromcode", "type", "lockstatus", "statecode"):
+            if required in fields and fields[required] is None:
+                raise bad_request(f"{required} cannot be null.", CODE_VALIDATION)
         code = fields.get("createdfromcode")
         if code is not None and code not in (1, 2, 4):
             raise bad_request(
@@ -661,8 +664,6 @@ class WebApi:
             and fields["membertype"] != code
         ):
             raise bad_request("membertype must match createdfromcode.", CODE_VALIDATION)
-        if fields.get("type") is None and "type" in fields:
-            raise bad_request("type cannot be null.", CODE_VALIDATION)
         return fields
 
     def _list_create(self, req: ApiRequest, q: _Query) -> ApiResponse:

@@ -255,3 +255,10 @@ def test_create_list_validation(client: httpx.Client) -> None:
     owner = "/systemusers(00000000-0000-0000-0000-000000000001)"
     body = {"listname": "x", "createdfromcode": 2, "ownerid@odata.bind": owner}
     assert client.post("lists", json=body).status_code == 204
+
+
+def test_null_literals_and_null_required_columns_are_400(client: httpx.Client) -> None:
+    assert client.get("contacts?$filter=contactid eq null").status_code == 400
+    list_id = create_list(client)
+    assert client.patch(f"lists({list_id})", json={"listname": None}).status_code == 400
+    assert client.patch(f"lists({list_id})", json={"type": None}).status_code == 400
