@@ -6,8 +6,10 @@ Messages carry the operation and the service error code, never a connection stri
 from __future__ import annotations
 
 import http.client
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from azure.core.exceptions import (
     HttpResponseError,
@@ -27,6 +29,21 @@ from shared.errors import (
     StoreUnavailableError,
 )
 
+
+class _Forgetful(Protocol):
+    def forget(self) -> None: ...
+
+
+# Holders of "this table/queue exists" caches; told to forget when storage says it does not
+# (deleted, or an in-memory Azurite restarted), so the next call creates it again.
+_CACHES: weakref.WeakSet[_Forgetful] = weakref.WeakSet()
+_MISSING_CODES = {"TableNotFound", "QueueNotFound"}
+
+
+def register_cache(cache: _Forgetful) -> None:
+    _CACHES.add(cache)
+
+
 _LIMIT_CODES = {
     "PropertyValueTooLarge",
     "EntityTooLarge",
@@ -36,13 +53,21 @@ _LIMIT_CODES = {
 
 
 def _code(error: HttpResponseError) -> str:
-    return str(getattr(error, "error_code", None) or "")
+    code = getattr(error, "error_code", None) or ""
+    return str(getattr(code, "value", code))  # the tables SDK gives a TableErrorCode enum
 
 
 def map_error(error: BaseException, what: str) -> StoreError:
     """The shared.errors equivalent of a foreign error (the caller raises it `from error`)."""
     if isinstance(error, StoreError):
         return error
+    if isinstance(error, HttpResponseError) and _code(error) in _MISSING_CODES:
+        for cache in list(_CACHES):
+            cache.forget()
+        return StoreUnavailableError(
+            f"{what}: the table or queue does not exist (deleted, or storage was reset); "
+            "it is created again on the next call"
+        )
     if isinstance(error, ResourceNotFoundError):
         return NotFoundError(f"{what}: not found")
     if isinstance(error, ResourceExistsError):
@@ -54,13 +79,10 @@ def map_error(error: BaseException, what: str) -> StoreError:
         code = _code(error)
         if status == 412:
             return PreconditionFailedError(f"{what}: changed since it was read (ETag mismatch)")
+        if code in ("TableBeingDeleted", "QueueBeingDeleted"):
+            return StoreUnavailableError(f"{what}: storage is still deleting it; try later")
         if status == 409:
             return ConflictError(f"{what}: already exists ({code or 'conflict'})")
-        if status == 404 and code == "TableNotFound":
-            return StoreUnavailableError(
-                f"{what}: the table does not exist (deleted, or storage was reset); "
-                "call Store.ensure() or restart the worker"
-            )
         if status == 404:
             return NotFoundError(f"{what}: not found ({code or 'not found'})")
         if code in _LIMIT_CODES or status == 413:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConfigurationError
 from shared.models import RunMessage
-from shared.store._boundary import translated
+from shared.store._boundary import register_cache, translated
 
 if TYPE_CHECKING:  # the queue SDK costs ~170 ms to import: only load it when a queue is used
     from azure.storage.queue import QueueClient
@@ -103,6 +103,11 @@ class RunQueue:
         self._client: QueueClient | None = None
         self._ensured = False
         self._lock = threading.Lock()
+        register_cache(self)
+
+    def forget(self) -> None:
+        """Forget that the queue exists (it is created again on next use)."""
+        self._ensured = False
 
     def _queue(self) -> QueueClient:
         if self._client is not None and self._ensured:

@@ -11,7 +11,7 @@ from azure.core import MatchConditions
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
 from shared.errors import ConfigurationError
-from shared.store._boundary import translated
+from shared.store._boundary import register_cache, translated
 from shared.store.limits import (
     INT32_MAX,
     INT32_MIN,
@@ -66,6 +66,12 @@ class Tables:
         self._service: TableServiceClient | None = None
         self._clients: dict[str, TableClient] = {}
         self._lock = threading.Lock()
+        register_cache(self)
+
+    def forget(self) -> None:
+        """Forget which tables exist (each is created again on next use)."""
+        with self._lock:
+            self._clients.clear()
 
     def name(self, short: str) -> str:
         full = f"{self._prefix}{short}"

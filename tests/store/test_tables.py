@@ -12,6 +12,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
+from azure.storage.queue import QueueClient
 
 from shared.errors import (
     ConfigurationError,
@@ -20,10 +21,12 @@ from shared.errors import (
     PreconditionFailedError,
     StoreUnavailableError,
 )
+from shared.models import RunMessage
 from shared.settings import Settings
 from shared.store import Store, open_store
 from shared.store._boundary import map_error
 from shared.store.tables import batches
+from tests.store.test_records import connection
 from tests.support import Azurite
 
 
@@ -93,3 +96,22 @@ def test_bad_table_prefix_or_queue_name_is_a_configuration_error(
     )
     with pytest.raises(ConfigurationError):
         open_store(settings)
+
+
+def test_a_table_deleted_behind_our_back_is_created_again(store: Store) -> None:
+    store.connections.create(connection("c1"))
+    store.tables._service_client().delete_table(store.tables.name("connections"))
+    with pytest.raises(StoreUnavailableError):
+        store.connections.list()
+    assert store.connections.list() == []  # the table exists again, empty
+
+
+def test_a_queue_deleted_behind_our_back_is_created_again(store: Store) -> None:
+    store.queue.send(RunMessage("e", "r"))
+    QueueClient.from_connection_string(
+        store.settings.storage_connection, store.settings.run_queue
+    ).delete_queue()
+    with pytest.raises(StoreUnavailableError):
+        store.queue.send(RunMessage("e", "r"))
+    store.queue.send(RunMessage("e", "r2"))
+    assert [r.message for r in store.queue.receive(max_messages=5)] == [RunMessage("e", "r2")]
