@@ -190,8 +190,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, app: Emulator, body: bytes) -> None:
         target = self.path[len(API_PREFIX) :] if self.path.startswith(API_PREFIX) else ""
         kind = classify(self.command, unquote(target.split("?", 1)[0]))
+        request_id = str(uuid.uuid4())
         base_headers = {
-            "REQ_ID": str(uuid.uuid4()),
+            "REQ_ID": request_id,
+            "x-ms-service-request-id": request_id,
             "OData-Version": "4.0",
             "x-ms-dop-hint": str(app.cfg.dop_hint),
         }
