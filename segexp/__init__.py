@@ -1,0 +1,1 @@
+"""Operator command line for the app's HTTP API: `python -m segexp --help`."""
