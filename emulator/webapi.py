@@ -15,7 +15,12 @@ Documented choices for behaviour the reference marks UNCONFIRMED (also in README
   AddListMembersList; RemoveMemberList is bound like AddMemberList and takes EntityId = contactid.
 * Dynamic (type true), non-contact (createdfromcode != 2), inactive (statecode 1) or locked
   (lockstatus true) lists reject adds AND removes with 400 (code 0x80044331).
-* Empty Members collection: 204, nothing changes. No maximum members per call (body size only).
+* Empty Members collection: 204, nothing changes. No maximum members per call (body size only),
+  no maximum ids per Microsoft.Dynamics.CRM.In (URL length only).
+* `membertype` is optional on list create (defaults to createdfromcode); if sent it must match.
+* Not found is 404 with code 0x80040217 and "<table> With Id = <id> Does Not Exist".
+* `$ref` associate/disassociate on listcontact_association and writes to listmembers: 400
+  (not emulated; reported to fail on real orgs). Alternate keys: none (keys must be GUIDs).
 * `List` may omit @odata.type (its parameter type is concrete); every member must carry
   @odata.type (Members is Collection(crmbaseentity)) and its key, else 400.
 * Strict headers: OData-Version: 4.0, OData-MaxVersion: 4.0 and an Accept naming application/json
@@ -282,6 +287,8 @@ class WebApi:
             self._no_options(q)
             return self._member_action(req, add=path.startswith("Add"))
         if path == "listmembers":
+            if m in ("POST", "DELETE", "PATCH"):
+                raise unsupported(f"{m} on listmembers (only reads; use the list member actions)")
             self._only(m, "GET")
             return self._listmembers_query(req, q)
         if path == "contacts":
@@ -313,6 +320,12 @@ class WebApi:
             if sub == "listcontact_association":
                 self._only(m, "GET")
                 return self._members_read(q, rid, path)
+            if sub.startswith("listcontact_association"):
+                # Associate/disassociate of list members is reported to fail on real orgs [S26].
+                raise unsupported(
+                    "$ref associate/disassociate of list members (use AddListMembersList, "
+                    "RemoveListMembersList, AddMemberList or RemoveMemberList)"
+                )
             if sub in (NS + "AddMemberList", NS + "RemoveMemberList"):
                 self._only(m, "POST")
                 self._no_options(q)

@@ -272,3 +272,15 @@ def test_listmembers_filter_by_entity(client: httpx.Client, emu: RunningEmulator
     other = "11111111-2222-4333-8444-555555555555"
     r = client.get("listmembers", params={"$filter": f"_listid_value eq {other}"})
     assert r.json()["value"] == []
+
+
+def test_ref_associate_and_listmember_writes_are_not_supported(
+    client: httpx.Client, emu: RunningEmulator
+) -> None:
+    list_id = create_list(client)
+    ref = {"@odata.id": f"{emu.api_url}contacts({emu.contact_id(1)})"}
+    r = client.post(f"lists({list_id})/listcontact_association/$ref", json=ref)
+    assert r.status_code == 400 and "not support" in r.json()["error"]["message"]
+    r = client.post("listmembers", json={"listid@odata.bind": f"/lists({list_id})"})
+    assert r.status_code == 400
+    assert emu.state.list_members(list_id) == set()
