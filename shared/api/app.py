@@ -4,7 +4,7 @@ request (see ``deps.ApiContext``), so importing ``function_app`` stays fast."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -80,6 +80,20 @@ def create_api(
 
     for module in (connections, exports, runs, segments, customers):
         api.include_router(module.router)
+
+    def document() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = FastAPI.openapi(api)
+            # Entra ID bearer tokens (App Service Authentication sends its own header instead).
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "entra": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            }
+            schema["security"] = [{"entra": []}]
+            schema["paths"]["/api/health"]["get"]["security"] = []
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = document  # type: ignore[method-assign]
 
     @api.get(OPENAPI_URL, include_in_schema=False)
     def openapi(caller: Annotated[Caller, Depends(any_role)]) -> JSONResponse:

@@ -56,3 +56,10 @@ def test_json_routes_refuse_other_media_types(client: TestClient) -> None:
         )
         assert_problem(response, 415)
     assert_problem(client.post("/api/connections", headers=ADMIN), 422)  # no body at all
+
+
+def test_openapi_declares_bearer_security_except_health(client: TestClient) -> None:
+    schema = client.get("/api/openapi.json", headers=ADMIN).json()
+    assert schema["components"]["securitySchemes"]["entra"]["scheme"] == "bearer"
+    assert schema["security"] == [{"entra": []}]
+    assert schema["paths"]["/api/health"]["get"]["security"] == []
