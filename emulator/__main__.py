@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from emulator.config import EmulatorConfig, Faults
+from emulator.config import Costs, EmulatorConfig, Faults, Limits
 from emulator.server import start_emulator
 
 
@@ -29,6 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unavailable", type=float, default=0.0, help="fault: fraction answered 503")
     p.add_argument("--drop", type=float, default=0.0, help="fault: fraction of dropped connections")
     p.add_argument("--fault-seed", type=int, default=0)
+    d_limits, d_costs = Limits(), Costs()
+    p.add_argument("--requests-per-window", type=int, default=d_limits.requests_per_window)
+    p.add_argument(
+        "--execution-seconds-per-window", type=float, default=d_limits.execution_seconds_per_window
+    )
+    p.add_argument("--window-seconds", type=float, default=d_limits.window_seconds)
+    p.add_argument("--concurrent-requests", type=int, default=d_limits.concurrent_requests)
+    p.add_argument(
+        "--violation-penalty-seconds", type=float, default=d_limits.violation_penalty_seconds
+    )
+    p.add_argument("--cost-base-ms", type=float, default=d_costs.base_ms)
+    p.add_argument("--cost-per-member-ms", type=float, default=d_costs.per_member_ms)
+    p.add_argument("--cost-per-row-read-ms", type=float, default=d_costs.per_row_read_ms)
     args = p.parse_args(argv)
     cfg = EmulatorConfig(
         contacts=args.contacts,
@@ -39,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         token_lifetime_seconds=args.token_lifetime,
         dop_hint=args.dop_hint,
         faults=Faults(args.throttle, args.unavailable, args.drop, args.fault_seed),
+        limits=Limits(
+            requests_per_window=args.requests_per_window,
+            execution_seconds_per_window=args.execution_seconds_per_window,
+            window_seconds=args.window_seconds,
+            concurrent_requests=args.concurrent_requests,
+            violation_penalty_seconds=args.violation_penalty_seconds,
+        ),
+        costs=Costs(args.cost_base_ms, args.cost_per_member_ms, args.cost_per_row_read_ms),
     )
     emu = start_emulator(cfg, port=args.port)
     stop = threading.Event()

@@ -355,7 +355,7 @@ class State:
         with self.lock:
             ordered = self._sorted.get(lid)
             if ordered is None:
-                ordered = sorted(self._members[lid])
+                ordered = sorted(self._members.get(lid, ()))
                 self._sorted[lid] = ordered
             start = 0 if after is None else bisect.bisect_right(ordered, after)
             page = ordered[start : start + limit]

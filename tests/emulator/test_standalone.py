@@ -24,6 +24,7 @@ def standalone() -> Iterator[dict[str, str]]:
         [
             *(sys.executable, "-m", "emulator", "--port", "0", "--contacts", "500"),
             *("--inactive-fraction", "0.1", "--time-scale", "0.001", "--seed", "4"),
+            *("--requests-per-window", "1000", "--cost-per-member-ms", "3"),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -76,6 +77,8 @@ def test_standalone_ready_line_and_control_endpoints(standalone: dict[str, str])
         assert c.get(f"/_emulator/lists/{list_id}/members").json()["value"] == sorted(ids)
         stats = c.get("/_emulator/stats").json()
         assert stats["members_added"] == 3
+        # list create (20 ms) + AddListMembersList (20 ms + 3 members x 3 ms from the flag)
+        assert abs(stats["total_cost_seconds"] - 0.049) < 1e-9
         assert stats["requests"]["add-list-members"] == {"204": 1}
         assert "min_wall_time" in stats
         assert c.post("/_emulator/expire-tokens").json()["expired"] == 1
