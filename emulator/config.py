@@ -21,6 +21,9 @@ class Limits:
     concurrent_requests: int = 52
     # Sending while throttled lengthens the wait (the service does this; amount not documented).
     violation_penalty_seconds: float = 5.0
+    # Requests arriving this soon (WALL seconds, not scaled: it models network/client latency) after
+    # a 429 was issued were already on their way: answered 429 but not counted as violations.
+    in_flight_grace_wall_seconds: float = 0.5
 
 
 @dataclass

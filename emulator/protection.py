@@ -9,6 +9,9 @@ injected ones) blocks the user until the Retry-After it announced; any request f
 arriving
 earlier is a *violation*: it is answered 429 again and the block is lengthened by
 ``violation_penalty_seconds`` (scaled), mirroring "continuing to send lengthens Retry-After".
+Requests arriving within ``in_flight_grace_wall_seconds`` of the 429 were already on their way
+(the client could not have seen it yet): they get a 429 with the remaining wait but are not
+violations and do not lengthen it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class _UserState:
     cost_sum: float = 0.0
     in_flight: int = 0
     blocked_until: float = 0.0
+    blocked_at: float = 0.0  # when the current block was announced
     blocked_code: str = CODE_REQUESTS
     blocked_message: str = ""
 
@@ -95,12 +99,14 @@ class ServiceProtection:
             st = self._users.setdefault(user, _UserState())
             self._purge(st, now)
             if now < st.blocked_until:
-                st.blocked_until += self.limits.violation_penalty_seconds * self.scale
+                in_flight = now - st.blocked_at < self.limits.in_flight_grace_wall_seconds
+                if not in_flight:  # the client had been told to wait: a violation
+                    st.blocked_until += self.limits.violation_penalty_seconds * self.scale
                 return Throttle(
                     st.blocked_code,
                     st.blocked_message,
                     retry_after_header(st.blocked_until - now),
-                    violation=True,
+                    violation=not in_flight,
                 )
             wait: float | None = None
             code = CODE_REQUESTS
@@ -128,6 +134,7 @@ class ServiceProtection:
         return self.window
 
     def _block(self, st: _UserState, now: float, header: int, code: str) -> None:
+        st.blocked_at = now
         st.blocked_until = max(st.blocked_until, now + header)
         st.blocked_code = code
         st.blocked_message = message_for(code, self.limits)

@@ -20,7 +20,12 @@ def _retry_after(r: httpx.Response) -> int:
 
 
 def test_request_limit_retry_after_honoured_vs_violation(make_emulator) -> None:
-    limits = Limits(requests_per_window=5, window_seconds=200, violation_penalty_seconds=0)
+    limits = Limits(
+        requests_per_window=5,
+        window_seconds=200,
+        violation_penalty_seconds=0,
+        in_flight_grace_wall_seconds=0,
+    )
     emu = make_emulator(limits=limits, time_scale=0.01)  # window = 2 s of wall time
     with api_client(emu, get_token(emu)) as c:
         assert [c.get("WhoAmI").status_code for _ in range(5)] == [200] * 5
@@ -45,7 +50,12 @@ def test_request_limit_retry_after_honoured_vs_violation(make_emulator) -> None:
 
 
 def test_violations_lengthen_the_wait(make_emulator) -> None:
-    limits = Limits(requests_per_window=1, window_seconds=10_000, violation_penalty_seconds=100)
+    limits = Limits(
+        requests_per_window=1,
+        window_seconds=10_000,
+        violation_penalty_seconds=100,
+        in_flight_grace_wall_seconds=0,
+    )
     emu = make_emulator(limits=limits, time_scale=0.01)
     with api_client(emu, get_token(emu)) as c:
         c.get("WhoAmI")
@@ -53,6 +63,23 @@ def test_violations_lengthen_the_wait(make_emulator) -> None:
         waits = [_retry_after(c.get("WhoAmI")) for _ in range(3)]
     assert waits == sorted(waits) and waits[-1] > first
     assert emu.stats()["violations"] == 3
+
+
+def test_requests_already_in_flight_are_not_violations(make_emulator) -> None:
+    limits = Limits(
+        requests_per_window=1,
+        window_seconds=10_000,
+        violation_penalty_seconds=100,
+        in_flight_grace_wall_seconds=60,  # everything in this test counts as "already sent"
+    )
+    emu = make_emulator(limits=limits, time_scale=0.01)
+    with api_client(emu, get_token(emu)) as c:
+        c.get("WhoAmI")
+        first = c.get("WhoAmI")
+        again = c.get("WhoAmI")
+    assert first.status_code == again.status_code == 429
+    assert _retry_after(again) <= _retry_after(first)  # not lengthened
+    assert emu.stats()["violations"] == 0
 
 
 def test_execution_time_limit(make_emulator) -> None:
@@ -144,7 +171,7 @@ def test_injected_429_has_retry_after_and_draws_are_seeded(make_emulator) -> Non
         _outcomes(emu, 20)
         draws.append([e["fault"] for e in emu.request_log() if e["kind"] == "whoami"])
     assert draws[0] == draws[1] and "throttle" in draws[0]
-    emu = make_emulator()
+    emu = make_emulator(limits=Limits(in_flight_grace_wall_seconds=0))
     emu.set_faults(throttle=1.0, retry_after_seconds=30)
     with api_client(emu, get_token(emu)) as c:
         r = c.get("WhoAmI")
