@@ -24,7 +24,7 @@ from shared.sales.client import SalesClient, SalesNotFoundError
 from shared.sales.odata import normalize_guid, odata_filter, relative_url
 
 CONTACT = 2  # createdfromcode / membertype value for contacts
-LIST_FIELDS = "listid,listname,type,createdfromcode,statecode,lockstatus,createdon"
+LIST_FIELDS = "listid,listname,type,createdfromcode,statecode,lockstatus,createdon,membercount"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,7 @@ class MarketingList:
     member_type: int | None
     state: int  # 0 active, 1 inactive
     locked: bool
+    member_count: int | None = None  # as Sales reports it (sizes removal chunks while reading)
 
     @property
     def usable(self) -> bool:
@@ -52,6 +53,7 @@ class MarketingList:
             member_type=int(member_type) if member_type is not None else None,
             state=int(row.get("statecode") or 0),
             locked=bool(row.get("lockstatus")),
+            member_count=int(row["membercount"]) if row.get("membercount") is not None else None,
         )
 
 

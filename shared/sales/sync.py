@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,13 +42,24 @@ from shared.sales.odata import (
     contacts_in_url,
     relative_url,
 )
-from shared.sales.plan import Add, plan_membership
+from shared.sales.plan import (
+    Add,
+    Desired,
+    balanced_chunks,
+    index_desired,
+    plan_membership,
+    removals_among,
+)
 from shared.sales.resolve import Resolution, resolve_members
 
 VALIDATE_IDS_PER_QUERY = 1000  # ids per inner GET (about 39 KB of URL, under the 64 KB limit)
 VALIDATE_MIN_QUERIES_PER_BATCH = 5  # small validations go out as one request
 VALIDATE_MAX_QUERIES_PER_BATCH = 10  # bounds one request's execution time on the server
 ACTIVE = 0
+# Resolve customers on a second thread while the list is read: the customer lookup waits on
+# Table Storage while the member pages wait on Sales. (With an in-memory lookup the two threads
+# merely share the GIL; measured no slower.)
+RESOLVE_WHILE_READING = True
 
 
 @dataclass
@@ -73,15 +84,12 @@ class SegmentSyncResult:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-class _Stopped(Exception):
-    """Deadline or cancel reached while reading; the call ends incomplete."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Task:
-    kind: str  # "validate", "add", "remove"
+    kind: str  # "page", "validate", "add", "remove"
     adds: tuple[Add, ...] = ()
     contact_ids: tuple[str, ...] = ()
+    url: str = ""
 
 
 def sync_segment(client: SalesClient, request: SegmentSyncRequest) -> SegmentSyncResult:
@@ -109,8 +117,18 @@ class _SegmentSync:
         self.left_out: Counter[str] = Counter()
         self.chunk_size = max(1, request.chunk_size)
         self.list_id: str | None = None
+        self.member_count: int | None = None
         self.stopped = False
-        # scheduling state (touched only by the coordinating thread)
+        # Everything below is touched only by the coordinating thread.
+        self.width = 1
+        self.resolution = Resolution()
+        self.desired: Desired | None = None
+        self.current: set[str] = set()
+        self.scan_url: str | None = None  # next page of the list's members
+        self.scanning = False  # a page request is in flight
+        self.planned = False
+        self.removal_buffer: list[str] = []
+        self.removal_queued: set[str] = set()
         self.to_validate: deque[Add] = deque()
         self.validated: list[Add] = []
         self.ready: deque[_Task] = deque()
@@ -118,6 +136,7 @@ class _SegmentSync:
         self.removals: deque[_Task] = deque()
         self.validating = 0
         self.queries_per_batch = VALIDATE_MIN_QUERIES_PER_BATCH
+        self.add_chunk = self.chunk_size
         self.kept = 0
         self.valid = 0  # validated adds that Sales should accept
         self.refused = 0  # adds Sales refused (rejected-by-sales)
@@ -164,6 +183,7 @@ class _SegmentSync:
         )
         if outcome.list is not None:
             self.list_id = outcome.list.id
+            self.member_count = outcome.list.member_count
             self.result.list_id = outcome.list.id
             self.result.list_name = outcome.list.name
         else:
@@ -172,44 +192,17 @@ class _SegmentSync:
         self.result.list_recreated = outcome.recreated
         if outcome.created or outcome.recreated:
             self._publish()  # let the caller store the new list id before anything else
-        try:
-            current = set() if outcome.empty or self.list_id is None else self._read_members()
-        except _Stopped:
-            return self._finish(complete=False)
-
-        self._phase("resolving")
-        resolution = Resolution()
-        plan = plan_membership(
-            resolve_members(
-                request.customer_ids,
-                request.lookup_customers,
-                request.contact_id_field,
-                resolution,
-            ),
-            current,
-            request.mode,
-        )
-        del current
-        self.result.members = resolution.members
-        for rejection in resolution.rejections:
-            self._reject(rejection)
-        for rejection in plan.rejections:
-            self._reject(rejection)
-        self.kept = plan.kept
-        self.to_validate.extend(plan.adds)
-        for start in range(0, 0 if request.dry_run else len(plan.removes), self.chunk_size):
-            chunk = plan.removes[start : start + self.chunk_size]
-            self.removals.append(_Task("remove", contact_ids=tuple(r.contact_id for r in chunk)))
-        self.result.progress.total = len(plan.adds) + len(plan.removes)
-        removes_planned = len(plan.removes)
-        del plan
-
-        self._phase("validating" if self.to_validate else "applying")
+        if not outcome.empty and self.list_id is not None:
+            self.scan_url = relative_url(
+                f"lists({self.list_id})/listcontact_association", {"$select": "contactid"}
+            )
+        # Use the server's parallelism hint if a response already carried it; otherwise one
+        # WhoAmI is spent later, and only if there is parallel work.
+        self.width = self.client.dop if self.client.dop_hint else 1
         self._run_tasks()
         if request.dry_run:
-            self.result.added = self.valid
-            self.result.removed = removes_planned if not self.stopped else 0
-        complete = not self.stopped and not self._work_left()
+            self.result.added = self.valid  # what would be added
+        complete = self.planned and not self.stopped and not self._work_left()
         return self._finish(complete=complete)
 
     def _finish(self, *, complete: bool) -> SegmentSyncResult:
@@ -218,27 +211,101 @@ class _SegmentSync:
         self._publish()
         return SegmentSyncResult(result=self.result, rejections=self.rejections)
 
-    def _read_members(self) -> set[str]:
-        members: set[str] = set()
-        url = relative_url(
-            f"lists({self.list_id})/listcontact_association", {"$select": "contactid"}
+    def _resolve(self) -> Desired:
+        """Runs on its own thread while the list's pages are read."""
+        request = self.request
+        return index_desired(
+            resolve_members(
+                request.customer_ids,
+                request.lookup_customers,
+                request.contact_id_field,
+                self.resolution,
+            )
         )
-        for rows in self.client.iter_pages(url):
-            for row in rows:
-                contact_id = row.get("contactid")
-                if contact_id:
-                    members.add(str(contact_id).lower())
-            stop = self.request.should_stop
-            if stop is not None and stop():
-                self.stopped = True
-                raise _Stopped
-        return members
+
+    # --- planning (coordinating thread) ------------------------------------------------------
+
+    def _on_resolved(self, desired: Desired) -> None:
+        self.desired = desired
+        self.result.members = self.resolution.members
+        for rejection in self.resolution.rejections:
+            self._reject(rejection)
+        for rejection in desired.rejections:
+            self._reject(rejection)
+        self._note_removals(self.current)
+
+    def _on_page(self, ids: list[str], next_url: str | None) -> None:
+        self.current.update(ids)
+        self.scan_url = next_url
+        if self.desired is not None:
+            self._note_removals(ids)
+
+    def _note_removals(self, ids: Iterable[str]) -> None:
+        """Removals can start while the list is still being read (mirror mode)."""
+        if self.desired is None or self.request.dry_run:
+            return
+        found = removals_among(ids, self.desired, self.request.mode)
+        self.removal_buffer.extend(found)
+        if self.scan_url is not None:  # still reading: cut only full chunks
+            target = self._removal_chunk()
+            while len(self.removal_buffer) >= target:
+                self._queue_removals(self.removal_buffer[:target])
+                del self.removal_buffer[:target]
+
+    def _removal_chunk(self) -> int:
+        """Chunk size for removals found so far, from the share of non-members among the
+        members read and the list's member count (when Sales reports it)."""
+        read = len(self.current)
+        if not self.member_count or not read:
+            return self.chunk_size
+        found = len(self.removal_buffer) + len(self.removal_queued)
+        estimate = math.ceil(found / read * self.member_count)
+        return balanced_chunks(estimate, self.chunk_size, self.width)
+
+    def _queue_removals(self, ids: Sequence[str]) -> None:
+        self.removal_queued.update(ids)
+        self.removals.append(_Task("remove", contact_ids=tuple(ids)))
+
+    def _plan(self) -> None:
+        """Resolution and reading are done: the final diff."""
+        assert self.desired is not None
+        request = self.request
+        plan = plan_membership(self.desired, self.current, request.mode)
+        self.current = set()
+        self.desired = None
+        self.planned = True
+        self.kept = plan.kept
+        self.to_validate.extend(plan.adds)
+        self.result.progress.total = len(plan.adds) + len(plan.removes)
+        if request.dry_run:
+            self.result.removed = len(plan.removes)
+        else:
+            rest = [r.contact_id for r in plan.removes if r.contact_id not in self.removal_queued]
+            self.removal_buffer = []
+            size = balanced_chunks(len(rest), self.chunk_size, self.width)
+            for start in range(0, len(rest), size):
+                self._queue_removals(rest[start : start + size])
+        # Parallel work ahead? Learn the server's hint (at most one WhoAmI) before sizing it.
+        adds = 0 if request.dry_run else math.ceil(len(self.to_validate) / self.chunk_size)
+        tasks = adds + len(self.removals)
+        if request.dry_run:
+            tasks = math.ceil(len(self.to_validate) / VALIDATE_IDS_PER_QUERY)
+        if tasks > 1:
+            self.width = self.client.ensure_dop()
+        self.add_chunk = balanced_chunks(len(self.to_validate), self.chunk_size, self.width)
+        self._plan_validation(self.width)
+        self._phase("validating" if self.to_validate else "applying")
 
     # --- scheduling --------------------------------------------------------------------------
 
     def _work_left(self) -> bool:
         return bool(
-            self.to_validate or self.validated or self.ready or self.urgent or self.removals
+            self.to_validate
+            or self.validated
+            or self.ready
+            or self.urgent
+            or self.removals
+            or self.scan_url
         )
 
     def _plan_validation(self, width: int) -> None:
@@ -253,44 +320,63 @@ class _SegmentSync:
         )
 
     def _next_task(self) -> _Task | None:
+        if self.scan_url and not self.scanning:
+            self.scanning = True
+            return _Task("page", url=self.scan_url)
         if self.urgent:
             return self.urgent.popleft()
         if self.ready:
             return self.ready.popleft()
         if self.to_validate:
             take = self.queries_per_batch * VALIDATE_IDS_PER_QUERY
-            batch = tuple(
-                self.to_validate.popleft() for _ in range(min(take, len(self.to_validate)))
-            )
+            count = min(take, len(self.to_validate))
+            batch = tuple(self.to_validate.popleft() for _ in range(count))
             self.validating += 1
             return _Task("validate", adds=batch)
         if self.removals:
             return self.removals.popleft()
         return None
 
+    def _has_next(self) -> bool:
+        return bool(
+            (self.scan_url and not self.scanning)
+            or self.urgent
+            or self.ready
+            or self.to_validate
+            or self.removals
+        )
+
     def _cut_ready(self, *, flush: bool) -> None:
-        while len(self.validated) >= self.chunk_size or (flush and self.validated):
-            chunk = self.validated[: self.chunk_size]
-            del self.validated[: self.chunk_size]
+        size = self.add_chunk
+        while len(self.validated) >= size or (flush and self.validated):
+            chunk = self.validated[:size]
+            del self.validated[:size]
             self.ready.append(_Task("add", adds=tuple(chunk)))
 
     def _run_tasks(self) -> None:
-        if not self._work_left():
-            return
-        # Learn the server's dop hint (maybe one WhoAmI) only when there is parallel work.
-        # (Validation feeds the add chunks, so a single add chunk is sequential work.)
-        adds = 0 if self.request.dry_run else math.ceil(len(self.to_validate) / self.chunk_size)
-        tasks = adds + len(self.removals)
-        if self.request.dry_run:
-            tasks = math.ceil(len(self.to_validate) / VALIDATE_IDS_PER_QUERY)
-        width = self.client.ensure_dop() if tasks > 1 else 1
-        self._plan_validation(width)
-        failure: SalesError | None = None
-        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="sales-sync") as pool:
-            running: dict[Future[Any], _Task] = {}
+        failure: BaseException | None = None
+        pool = ThreadPoolExecutor(
+            max_workers=self.client.max_parallel, thread_name_prefix="sales-sync"
+        )
+        resolver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sales-resolve")
+        try:
+            running: dict[Future[Any], _Task | None] = {}
+            if RESOLVE_WHILE_READING:
+                running[resolver.submit(self._resolve)] = None
+            else:
+                self._on_resolved(self._resolve())
             while True:
-                while failure is None and not self.stopped and len(running) < width:
-                    if not (self.urgent or self.ready or self.to_validate or self.removals):
+                if (
+                    failure is None
+                    and not self.planned
+                    and self.desired is not None
+                    and self.scan_url is None
+                    and not self.scanning
+                ):
+                    self._plan()
+                busy = sum(1 for t in running.values() if t is not None)
+                while failure is None and not self.stopped and busy < self.width:
+                    if not self._has_next():
                         break
                     if self._halt():
                         self.stopped = True
@@ -299,6 +385,7 @@ class _SegmentSync:
                     if task is None:
                         break
                     running[pool.submit(self._execute, task)] = task
+                    busy += 1
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -307,22 +394,48 @@ class _SegmentSync:
                     try:
                         outcome = future.result()
                     except SalesError as exc:
-                        if task.kind == "validate":
+                        if task is not None and task.kind == "validate":
                             self.validating -= 1
+                        if task is not None and task.kind == "page":
+                            self.scanning = False
                         if failure is None:
                             try:
                                 self._on_failure(task, exc)
                             except SalesError as fatal:
                                 failure = fatal
                         continue
-                    self._on_success(task, outcome)
+                    except BaseException as exc:  # lookup errors, bugs: stop cleanly, re-raise
+                        if failure is None:
+                            failure = exc
+                        continue
+                    if failure is not None:
+                        continue
+                    if task is None:
+                        self._on_resolved(outcome)
+                    else:
+                        self._on_success(task, outcome)
+        finally:
+            pool.shutdown(wait=True)
+            resolver.shutdown(wait=True)
         if failure is not None:
             self._publish()
             raise failure
 
     # --- task bodies (worker threads) --------------------------------------------------------
 
-    def _execute(self, task: _Task) -> dict[str, int | None] | None:
+    def _execute(self, task: _Task) -> Any:
+        if task.kind == "page":
+            data = self.client.get_json(
+                task.url, headers={"Prefer": f"odata.maxpagesize={self.client.page_size}"}
+            )
+            rows = data.get("value", [])
+            ids = [
+                str(r["contactid"]).lower()
+                for r in (rows if isinstance(rows, list) else [])
+                if isinstance(r, dict) and r.get("contactid")
+            ]
+            link = data.get("@odata.nextLink")
+            return ids, (str(link) if link else None)
         if task.kind == "validate":
             return self._validate([a.contact_id for a in task.adds])
         members = (
@@ -381,8 +494,13 @@ class _SegmentSync:
 
     # --- outcomes (coordinating thread) ------------------------------------------------------
 
-    def _on_success(self, task: _Task, outcome: dict[str, int | None] | None) -> None:
+    def _on_success(self, task: _Task, outcome: Any) -> None:
         progress = self.result.progress
+        if task.kind == "page":
+            self.scanning = False
+            ids, next_url = outcome
+            self._on_page(ids, next_url)
+            return
         if task.kind == "validate":
             self.validating -= 1
             assert outcome is not None
@@ -427,8 +545,8 @@ class _SegmentSync:
         progress.phase = "applying"
         self._publish()
 
-    def _on_failure(self, task: _Task, exc: SalesError) -> None:
-        if task.kind == "validate" or not _member_level(exc):
+    def _on_failure(self, task: _Task | None, exc: SalesError) -> None:
+        if task is None or task.kind in ("page", "validate") or not _member_level(exc):
             raise exc
         if self.list_id and _mentions(exc, self.list_id):
             raise TransientSalesError(
