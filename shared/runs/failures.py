@@ -38,7 +38,17 @@ def describe(exc: BaseException, connection: Connection | None) -> str:
     if isinstance(exc, RunFatalError | ConfigurationError):
         return _short(str(exc))
     if isinstance(exc, AuthenticationError):
+        if _unknown_resource(exc):
+            return (
+                f"Entra ID does not know {_host(connection)} as a Sales environment (invalid "
+                "scope): check the connection's server address"
+            )
         return _short(_credential_advice(connection) + f" ({exc})")
+    if isinstance(exc, TransientSalesError) and "token endpoint" in str(exc):
+        return _short(
+            "could not reach the Entra ID token endpoint: check the ENTRA_AUTHORITY_HOST "
+            f"setting and the network ({exc})"
+        )
     if isinstance(exc, SalesError) and _unreachable(exc):
         host = _host(connection)
         return f"could not reach {host}: check the connection's server address"
@@ -66,6 +76,12 @@ def _credential_advice(connection: Connection | None) -> str:
         "the connection's credential was refused by Entra ID: check the tenant id, the client id "
         f"and the secret in app setting {credential.secret_setting}"
     )
+
+
+def _unknown_resource(exc: SalesError) -> bool:
+    """Entra refused the scope: the server address is not a resource it knows."""
+    text = str(exc)
+    return any(marker in text for marker in ("invalid_scope", "AADSTS500011", "AADSTS70011"))
 
 
 def _unreachable(exc: SalesError) -> bool:

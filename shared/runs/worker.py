@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from enum import StrEnum
@@ -423,7 +423,7 @@ class _Slice:
         request = SegmentSyncRequest(
             segment=name,
             customer_ids=members,
-            lookup_customers=self.store.customers.get_many,
+            lookup_customers=self._customer_lookup(members),
             contact_id_field=self.connection.contact_id_field,
             list_name=render_list_name(export.list_name, name, export),
             mode=export.mode,
@@ -463,6 +463,23 @@ class _Slice:
         self.writer.save()
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def _customer_lookup(
+        self, members: Sequence[str]
+    ) -> Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]]:
+        """One read of the segment's customer rows (only the contact-ID column), answered from
+        memory per batch, when the store offers it; else per-batch reads."""
+        assert self.connection is not None
+        customers = self.store.customers
+        prefetch = getattr(customers, "prefetch", None)
+        if prefetch is None:
+            lookup: Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]]
+            lookup = customers.get_many
+            return lookup
+        prefetched: Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]] = prefetch(
+            members, columns=[self.connection.contact_id_field]
+        )
+        return prefetched
 
     def _set_segment(self, index: int, result: SegmentResult) -> None:
         assert self.writer is not None

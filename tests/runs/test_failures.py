@@ -79,3 +79,18 @@ def test_retry_classification() -> None:
     assert not is_retryable(ConfigurationError("x"))
     assert not is_retryable(RunFatalError("x"))
     assert not is_retryable(NotFoundError("x"))
+
+
+def test_a_refused_scope_points_at_the_server_address() -> None:
+    exc = AuthenticationError(
+        "Entra ID refused the app identity (client id c): invalid_scope AADST"
+    )
+    assert describe(exc, CONNECTION) == (
+        "Entra ID does not know contoso.crm.dynamics.com as a Sales environment (invalid scope): "
+        "check the connection's server address"
+    )
+
+
+def test_an_unreachable_token_endpoint_points_at_the_authority_setting() -> None:
+    exc = TransientSalesError("could not reach the Entra ID token endpoint: ConnectError")
+    assert "ENTRA_AUTHORITY_HOST" in describe(exc, CONNECTION)
