@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import json
 import re
@@ -153,11 +154,12 @@ class RunRepository:
                     "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"]
                 )
             ]
-        submit(
-            client,
-            [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in keys],
-            f"delete runs of export {export_id!r}",
-        )
+        with contextlib.suppress(NotFoundError):  # deleted concurrently: idempotent
+            submit(
+                client,
+                [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in keys],
+                f"delete runs of export {export_id!r}",
+            )
         with self._lock:
             for key in [k for k in self._row_keys if k[0] == export_id]:
                 del self._row_keys[key]
@@ -342,11 +344,12 @@ class RejectionRepository:
                     "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"]
                 )
             ]
-        submit(
-            client,
-            [("delete", {"PartitionKey": pk, "RowKey": k}) for k in keys],
-            f"delete rejections of run {run_id!r}",
-        )
+        with contextlib.suppress(NotFoundError):  # deleted concurrently: idempotent
+            submit(
+                client,
+                [("delete", {"PartitionKey": pk, "RowKey": k}) for k in keys],
+                f"delete rejections of run {run_id!r}",
+            )
 
 
 # --- active-run markers -----------------------------------------------------------------------

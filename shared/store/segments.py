@@ -222,7 +222,8 @@ class SegmentRepository:
             size = check_entity(entity, f"segment {name!r} member chunk")
             assert size <= MAX_ENTITY_BYTES
             with translated(f"write members of segment {name!r}"):
-                client.create_entity(entity)
+                # upsert (PUT) so the SDK may retry it; the version is new, nothing is replaced
+                client.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
         if len(chunks) <= 1:
             for number in range(len(chunks)):

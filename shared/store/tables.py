@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, StoreUnavailableError
 from shared.store._boundary import register_cache, translated
 from shared.store.limits import (
     INT32_MAX,
@@ -138,11 +139,26 @@ def batches(operations: Sequence[Operation]) -> Iterator[list[Operation]]:
         yield current
 
 
+_BATCH_RETRY_DELAYS = (0.2, 1.0)
+
+
 def submit(client: TableClient, operations: Sequence[Operation], what: str) -> None:
-    """Submit operations of one partition in as many <=100-op transactions as needed."""
+    """Submit upserts/deletes of one partition in as many <=100-op transactions as needed.
+
+    A $batch is a POST, which the SDK does not retry after a dropped connection; these
+    batches are idempotent (no inserts), so we retry them a couple of times ourselves."""
+    if any(op[0] not in ("upsert", "delete") for op in operations):
+        raise ValueError("submit() takes only upsert and delete operations (idempotent)")
     for batch in batches(operations):
-        with translated(what):
-            client.submit_transaction(batch)
+        for delay in (*_BATCH_RETRY_DELAYS, None):
+            try:
+                with translated(what):
+                    client.submit_transaction(batch)
+                break
+            except StoreUnavailableError:
+                if delay is None:
+                    raise
+                time.sleep(delay)
 
 
 def replace_op(entity: Mapping[str, Any]) -> Operation:
