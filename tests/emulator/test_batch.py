@@ -208,3 +208,28 @@ def test_long_get_fits_inside_a_batch(client: httpx.Client, emu: RunningEmulator
     too_long = url + "&@x='" + "y" * 30_000 + "'"
     r = post_batch(client, [("GET", too_long, None, None)], Prefer="odata.continue-on-error")
     assert statuses(r) == [414]
+
+
+def test_batch_accepts_quoted_boundary_lf_lines_and_part_content_length(
+    client: httpx.Client, emu: RunningEmulator
+) -> None:
+    list_id = create_list(client)
+    body = json.dumps(members_body(list_id, [emu.contact_id(8)]))
+    text = (
+        "--b1\n"
+        "Content-Type: application/http\n"
+        "Content-Transfer-Encoding: binary\n"
+        f"Content-Length: {len(body) + 80}\n"
+        "\n"
+        "POST /api/data/v9.2/AddListMembersList HTTP/1.1\n"
+        "Content-Type: application/json; type=entry\n"
+        "\n"
+        f"{body}\n"
+        "--b1--\n"
+    )
+    r = client.post(
+        "$batch", content=text.encode(), headers={"Content-Type": 'multipart/mixed; boundary="b1"'}
+    )
+    assert r.status_code == 200, r.text
+    assert statuses(r) == [204]
+    assert emu.state.list_members(list_id) == {emu.contact_id(8)}
