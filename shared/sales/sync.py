@@ -12,6 +12,7 @@ Every call recomputes desired vs actual, so calling again after an incomplete re
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -60,6 +61,9 @@ ACTIVE = 0
 # Table Storage while the member pages wait on Sales. (With an in-memory lookup the two threads
 # merely share the GIL; measured no slower.)
 RESOLVE_WHILE_READING = True
+# While the list is read, desired contacts below the last member id seen are known non-members
+# (pages come in contactid order); they are validated in batches of at least this many.
+STREAM_VALIDATE_MIN = VALIDATE_IDS_PER_QUERY * VALIDATE_MIN_QUERIES_PER_BATCH
 
 
 @dataclass
@@ -128,6 +132,12 @@ class _SegmentSync:
         self.scanning = False  # a page request is in flight
         self.planned = False
         self.removal_buffer: list[str] = []
+        # streaming adds while reading (see _stream_adds)
+        self.ordered = True
+        self.watermark: str | None = None
+        self.sorted_desired: list[str] = []
+        self.cursor = 0
+        self.early: set[str] = set()
         self.removal_queued: set[str] = set()
         self.to_validate: deque[Add] = deque()
         self.validated: list[Add] = []
@@ -233,12 +243,43 @@ class _SegmentSync:
         for rejection in desired.rejections:
             self._reject(rejection)
         self._note_removals(self.current)
+        if self.scan_url is not None:
+            self.sorted_desired = sorted(desired.owner)
+            self._stream_adds()
 
     def _on_page(self, ids: list[str], next_url: str | None) -> None:
         self.current.update(ids)
         self.scan_url = next_url
+        if ids and self.ordered:
+            in_order = all(a < b for a, b in itertools.pairwise(ids))
+            if in_order and (self.watermark is None or ids[0] > self.watermark):
+                self.watermark = ids[-1]
+            else:
+                self.ordered = False  # no early adds from here on; the final plan does the rest
         if self.desired is not None:
             self._note_removals(ids)
+            if next_url is not None:
+                self._stream_adds()
+
+    def _stream_adds(self) -> None:
+        """Pages arrive in contactid order, so a desired contact below the last id read that was
+        not seen is not a member: validate and add it without waiting for the last page. (If
+        Sales ever pages out of order, streaming stops; an early add of an existing member is a
+        no-op in Sales, so the end state is the same either way.)"""
+        desired = self.desired
+        if not self.ordered or self.watermark is None or desired is None:
+            return
+        keys, current, cursor = self.sorted_desired, self.current, self.cursor
+        while cursor < len(keys) and keys[cursor] <= self.watermark:
+            contact_id = keys[cursor]
+            if contact_id not in current:
+                self.to_validate.append(Add(contact_id, desired.owner[contact_id]))
+                self.early.add(contact_id)
+            cursor += 1
+        self.cursor = cursor
+        if cursor and not self.request.dry_run:  # size add chunks from the rate seen so far
+            estimate = math.ceil(len(self.early) * len(keys) / cursor)
+            self.add_chunk = balanced_chunks(estimate, self.chunk_size, self.width)
 
     def _note_removals(self, ids: Iterable[str]) -> None:
         """Removals can start while the list is still being read (mirror mode)."""
@@ -271,12 +312,18 @@ class _SegmentSync:
         assert self.desired is not None
         request = self.request
         plan = plan_membership(self.desired, self.current, request.mode)
+        # Early adds of contacts that turned out to be members (only if pages came out of order)
+        # were no-ops in Sales; count them once, as kept.
+        overlap = len(self.early & self.current) if self.early else 0
         self.current = set()
         self.desired = None
+        self.sorted_desired = []
         self.planned = True
-        self.kept = plan.kept
-        self.to_validate.extend(plan.adds)
-        self.result.progress.total = len(plan.adds) + len(plan.removes)
+        self.kept = plan.kept - overlap
+        late = [a for a in plan.adds if a.contact_id not in self.early]
+        self.to_validate.extend(late)
+        self.result.progress.total = len(self.early) + len(late) + len(plan.removes)
+        self.early = set()
         if request.dry_run:
             self.result.removed = len(plan.removes)
         else:
@@ -292,8 +339,11 @@ class _SegmentSync:
             tasks = math.ceil(len(self.to_validate) / VALIDATE_IDS_PER_QUERY)
         if tasks > 1:
             self.width = self.client.ensure_dop()
-        self.add_chunk = balanced_chunks(len(self.to_validate), self.chunk_size, self.width)
+        pending_adds = len(self.to_validate) + len(self.validated)
+        if not self.ready and not self.result.added:  # nothing cut yet: size chunks exactly
+            self.add_chunk = balanced_chunks(pending_adds, self.chunk_size, self.width)
         self._plan_validation(self.width)
+        self._cut_ready(flush=not self.to_validate and self.validating == 0)
         self._phase("validating" if self.to_validate else "applying")
 
     # --- scheduling --------------------------------------------------------------------------
@@ -327,7 +377,7 @@ class _SegmentSync:
             return self.urgent.popleft()
         if self.ready:
             return self.ready.popleft()
-        if self.to_validate:
+        if self._validation_ready():
             take = self.queries_per_batch * VALIDATE_IDS_PER_QUERY
             count = min(take, len(self.to_validate))
             batch = tuple(self.to_validate.popleft() for _ in range(count))
@@ -342,8 +392,14 @@ class _SegmentSync:
             (self.scan_url and not self.scanning)
             or self.urgent
             or self.ready
-            or self.to_validate
+            or self._validation_ready()
             or self.removals
+        )
+
+    def _validation_ready(self) -> bool:
+        # While reading, wait for a full batch: a few big requests, not one per page.
+        return bool(self.to_validate) and (
+            self.planned or len(self.to_validate) >= STREAM_VALIDATE_MIN
         )
 
     def _cut_ready(self, *, flush: bool) -> None:
@@ -531,7 +587,7 @@ class _SegmentSync:
                         self.validated.append(add)
             # Rejected members are done; valid ones count when applied (or at once in a dry run).
             progress.done += len(task.adds) - (0 if self.request.dry_run else accepted)
-            self._cut_ready(flush=not self.to_validate and self.validating == 0)
+            self._cut_ready(flush=self.planned and not self.to_validate and self.validating == 0)
             if progress.phase == "validating" and self.ready:
                 progress.phase = "applying"
             self._publish()

@@ -46,6 +46,7 @@ class FakeDataverse:
     dop_hint: int | None = 4
     dop_on_every_response: bool = False
     name_culprit: bool = False  # whether a refused add names the missing contact
+    descending_pages: bool = False  # pages sorted inside, but the last page first
     requests: list[httpx.Request] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     # hook(request, kind) -> response or None: lets a test inject faults per request
@@ -159,6 +160,9 @@ class FakeDataverse:
         ordered = sorted(found.members)
         start = int(params.get("$skiptoken", "0"))
         page = ordered[start : start + size]
+        if self.descending_pages:
+            end = len(ordered) - start
+            page = ordered[max(0, end - size) : end]
         data: dict[str, object] = {"value": [{"contactid": c} for c in page]}
         if start + size < len(ordered):
             data["@odata.nextLink"] = (

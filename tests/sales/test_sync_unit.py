@@ -274,3 +274,40 @@ def test_dry_run_writes_nothing_and_reports_what_would_change(make_client: MakeC
     assert smaller.result.removed == 7 and smaller.result.added == 0
     assert len(only_list(fake).members) == 9
     assert fake.kinds == ["list-get", "members"]
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_adds_start_while_reading_and_out_of_order_pages_stay_correct(
+    make_client: MakeClient, descending: bool
+) -> None:
+    """Pages in contactid order let adds start before the last page; pages out of order stop
+    that early start, and the few early adds of existing members are counted once, as kept."""
+    fake = FakeDataverse.with_contacts(60)
+    target = FakeList("00000000-0000-0000-0000-0000000000cc", "High value")
+    target.members = {guid(i) for i in range(0, 60, 2)}  # the even contacts are members
+    fake.lists = {target.id: target}
+    fake.descending_pages = descending
+    fake.dop_on_every_response = True  # width 2 from the first answer: a page and one more task
+    rows = customers(60)
+    order: list[str] = []
+    fake.hook = lambda request, kind: order.append(kind) or None  # type: ignore[func-returns-value]
+    import shared.sales.sync as sync_module
+
+    old = sync_module.STREAM_VALIDATE_MIN
+    sync_module.STREAM_VALIDATE_MIN = 5
+    try:
+        out = sync_segment(
+            make_client(fake, page_size=5, max_parallel=2),
+            request(rows, list(rows), list_id=target.id, chunk_size=5),
+        )
+    finally:
+        sync_module.STREAM_VALIDATE_MIN = old
+    assert target.members == {guid(i) for i in range(60)}
+    assert out.result.complete and out.result.matched == 60
+    last_page = max(i for i, kind in enumerate(order) if kind == "members")
+    first_add = order.index("AddListMembersList")
+    if descending:
+        assert out.result.added >= 30  # early no-op adds of members are still sent
+    else:
+        assert first_add < last_page  # adding began before the list was fully read
+        assert out.result.added == 30
