@@ -148,8 +148,8 @@ class ServiceProtection:
     def release(self, user: str, wall_cost: float) -> None:
         now = self.clock()
         with self._lock:
-            st = self._users[user]
-            st.in_flight -= 1
+            st = self._users.setdefault(user, _UserState())  # reset() may have run meanwhile
+            st.in_flight = max(0, st.in_flight - 1)
             st.costs.append((now, wall_cost))
             st.cost_sum += wall_cost
 
