@@ -53,7 +53,7 @@ class Stats:
 
     def leave(self) -> None:
         with self._lock:
-            self.in_flight -= 1
+            self.in_flight = max(0, self.in_flight - 1)  # reset() may have zeroed it meanwhile
 
     def record(
         self,
