@@ -233,3 +233,36 @@ def test_batch_accepts_quoted_boundary_lf_lines_and_part_content_length(
     assert r.status_code == 200, r.text
     assert statuses(r) == [204]
     assert emu.state.list_members(list_id) == {emu.contact_id(8)}
+
+
+def test_change_set_rollback_restores_every_kind_of_change(
+    client: httpx.Client, emu: RunningEmulator
+) -> None:
+    doomed = create_list(client, "Doomed")
+    kept = create_list(client, "Kept")
+    members = {emu.contact_id(i) for i in range(5)}
+    emu.state.add_members(doomed, members)
+    emu.state.add_members(kept, members)
+    victim = emu.contact_id(1)
+    before = (emu.state.get_list(kept), emu.state.contact_statecode(victim))
+    r = post_batch(
+        client,
+        [
+            [
+                ("POST", "lists", {"listname": "Created", "createdfromcode": 2}, "1"),
+                ("PATCH", f"lists({kept})", {"description": "changed", "purpose": "p"}, "2"),
+                ("DELETE", f"lists({doomed})", None, "3"),
+                ("PATCH", f"contacts({victim})", {"statecode": 1, "statuscode": 2}, "4"),
+                ("DELETE", f"contacts({emu.contact_id(2)})", None, "5"),
+                ("POST", "RemoveListMembersList", members_body(kept, [emu.contact_id(3)]), "6"),
+                ("DELETE", f"lists({doomed})", None, "7"),  # already deleted: 404, roll back
+            ]
+        ],
+    )
+    assert r.status_code == 404
+    assert statuses(r) == [404] and "Content-ID: 7" in r.text
+    assert emu.state.find_lists("Created") == []
+    assert emu.state.list_members(doomed) == members
+    assert emu.state.list_members(kept) == members
+    assert (emu.state.get_list(kept), emu.state.contact_statecode(victim)) == before
+    assert emu.state.contact_exists(emu.contact_id(2))
