@@ -141,7 +141,15 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         path = self.path.split("?", 1)[0]
         try:
-            body = self._read_body()
+            try:
+                body = self._read_body()
+            except ValueError:  # bad Content-Length or chunk size
+                self.close_connection = True
+                err = {
+                    "error": {"code": "0x80040203", "message": "Malformed request body framing."}
+                }
+                self._send_json(400, err)
+                return
             if body is None:
                 return
             if path == API_ROOT or path.startswith(API_PREFIX):
@@ -172,7 +180,12 @@ class _Handler(BaseHTTPRequestHandler):
                 basic = None
                 auth = self.headers.get("Authorization", "")
                 if auth.lower().startswith("basic "):
-                    raw = base64.b64decode(auth[6:]).decode()
+                    try:
+                        raw = base64.b64decode(auth[6:]).decode()
+                    except ValueError as exc:
+                        raise TokenError(
+                            401, "invalid_client", 7000215, "Malformed Basic credentials."
+                        ) from exc
                     cid, _, secret = raw.partition(":")
                     basic = (unquote(cid), unquote(secret))
                 doc = app.tokens.issue(parts[0], body, basic)

@@ -262,3 +262,17 @@ def test_null_literals_and_null_required_columns_are_400(client: httpx.Client) -
     list_id = create_list(client)
     assert client.patch(f"lists({list_id})", json={"listname": None}).status_code == 400
     assert client.patch(f"lists({list_id})", json={"type": None}).status_code == 400
+
+
+def test_malformed_http_framing_is_400_not_a_crash(emu: RunningEmulator) -> None:
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=emu.ca_file)
+    raw = socket.create_connection(("127.0.0.1", emu.port))
+    with raw, ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"POST /api/data/v9.2/lists HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n")
+        reply = tls.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    with api_client(emu, get_token(emu)) as c:  # and the server still serves
+        assert c.get("WhoAmI").status_code == 200
