@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,7 +199,7 @@ class WebApi:
         kind = classify(req.method, path)
         try:
             if not req.in_batch:
-                self._check_headers(req, kind)
+                self._check_headers(req)
             q = self._parse_query(query, req)
             resp = self._route(req, path, q)
         except ApiError as err:
@@ -218,7 +217,7 @@ class WebApi:
             c.base_ms + c.per_member_ms * resp.members_touched + c.per_row_read_ms * resp.rows
         ) / 1000.0
 
-    def _check_headers(self, req: ApiRequest, kind: str) -> None:
+    def _check_headers(self, req: ApiRequest) -> None:
         # Strict by choice: real Dataverse tolerates missing OData-* headers on many requests.
         for name in ("odata-version", "odata-maxversion"):
             value = req.headers.get(name)
@@ -1015,7 +1014,3 @@ class WebApi:
                 return ApiResponse(200, "", body, added=n, members_touched=1)
             n = self.state.remove_members(lid, [cid])
             return ApiResponse(204, "", removed=n, members_touched=1)
-
-
-def new_request_id() -> str:
-    return str(uuid.uuid4())
