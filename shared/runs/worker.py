@@ -411,6 +411,7 @@ class _Slice:
             known_list["id"] = result.list_id
 
         progressed = [False]
+        applied = [(0, 0, 0)]
 
         def on_progress(partial: SegmentResult) -> None:
             self._check_lease()
@@ -418,7 +419,14 @@ class _Slice:
                 progressed[0] = True
             remember_list(partial)
             self._set_segment(index, merge_segment(base, partial))
-            self.writer.save_if_due()  # type: ignore[union-attr]
+            # Save at once after every applied chunk (a crash then loses at most the chunks in
+            # flight from the run's figures); other updates at most every PROGRESS_SAVE_INTERVAL.
+            counts = (partial.added, partial.removed, partial.failed)
+            if counts != applied[0] and not run.dry_run:
+                applied[0] = counts
+                self.writer.save()  # type: ignore[union-attr]
+            else:
+                self.writer.save_if_due()  # type: ignore[union-attr]
 
         request = SegmentSyncRequest(
             segment=name,

@@ -107,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    for noisy in ("azure", "httpx", "httpcore", "msal", "urllib3"):  # request-level chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from shared.store import open_store
 
     settings = Settings.from_env()
