@@ -14,6 +14,7 @@ same slice are serialised by the lease (the loser re-enqueues itself with a shor
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -87,6 +88,20 @@ def busy_delay(settings: Settings) -> int:
     return int(max(1.0, min(15.0, settings.lease_seconds / 4)))
 
 
+def _wait_for_lease(store: Any, settings: Settings, message: RunMessage) -> int:
+    """Seconds until the other holder's lease lapses (a dead worker's will), bounded by
+    busy_delay; a live holder renews it and we simply look again then."""
+    fallback = busy_delay(settings)
+    try:
+        current = store.leases.get(message.export_id)
+    except Exception:
+        return fallback
+    if current is None:
+        return 1
+    remaining = float(current.expires_at) - time.time()
+    return int(max(1, min(fallback, math.ceil(remaining))))
+
+
 def render_list_name(template: str, segment: str, export: Export) -> str:
     """Replace {segment} and {export}; plain replacement, so other braces stay as typed."""
     name = template.replace("{segment}", segment).replace("{export}", export.display_name)
@@ -121,7 +136,7 @@ def process_message(
         message.export_id, holder or default_holder(), settings.lease_seconds
     )
     if lease is None:
-        store.queue.send(message, visibility_timeout=busy_delay(settings))
+        store.queue.send(message, visibility_timeout=_wait_for_lease(store, settings, message))
         log.info(
             "export %s is leased by another worker; run %s retried later", message.export_id, run.id
         )
