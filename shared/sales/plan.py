@@ -77,11 +77,85 @@ def index_desired(desired: Iterable[tuple[str, str]]) -> Desired:
     return Desired(owner=owner, rejections=tuple(rejections))
 
 
-def removals_among(contact_ids: Iterable[str], desired: Desired, mode: ExportMode) -> list[str]:
-    """Members (e.g. of one page of the list) that the plan will remove."""
-    if mode is not ExportMode.MIRROR:
-        return []
-    return [c for c in contact_ids if c not in desired.owner]
+class _Mark:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_KEPT = _Mark("KEPT")  # seen in the list
+_TAKEN = _Mark("TAKEN")  # handed out early as a known non-member
+
+
+class MembershipDiff:
+    """Incremental desired-vs-list diff, fed with the list's members page by page. Pure.
+
+    Takes over ``owner`` (contact id -> customer id) and marks contacts in place as they are
+    seen in the list (kept) or handed out as known non-members (``take_missing``); what is left
+    unmarked at the end is to add. Nothing holds every list member, so a million-member list
+    costs no more memory than the segment itself. A member reported twice (pages that shift
+    while the list changes) is counted once and never mistaken for a removal.
+    """
+
+    def __init__(self, owner: dict[str, str], mode: ExportMode) -> None:
+        self._state: dict[str, str | _Mark] = owner  # type: ignore[assignment]
+        self._mode = mode
+        self.kept = 0  # desired contacts seen in the list
+        self.extra_kept = 0  # non-desired members left alone (additive)
+        self.removals = 0  # non-desired members to remove (mirror)
+        self.early_members = 0  # handed out as missing, then seen (pages out of order)
+        self.taken = 0
+        self._removed: set[str] = set()  # removal ids already returned (small: the churn)
+
+    def see(self, members: Iterable[str]) -> list[str]:
+        """Feed list members; returns those to remove (mirror mode), each once."""
+        out: list[str] = []
+        state = self._state
+        for contact_id in members:
+            value = state.get(contact_id)
+            if value is None:
+                if contact_id in self._removed:
+                    continue
+                if self._mode is ExportMode.MIRROR:
+                    self._removed.add(contact_id)
+                    out.append(contact_id)
+                else:
+                    self._removed.add(contact_id)
+                    self.extra_kept += 1
+            elif value is _KEPT:
+                continue
+            elif value is _TAKEN:
+                self.early_members += 1
+                state[contact_id] = _KEPT
+            else:
+                state[contact_id] = _KEPT
+                self.kept += 1
+        self.removals += len(out)
+        return out
+
+    def take_missing(self, contact_ids: Iterable[str]) -> list[Add]:
+        """Hand out desired contacts known not to be members yet (e.g. below the ids read so far
+        when pages come in id order)."""
+        out: list[Add] = []
+        state = self._state
+        for contact_id in contact_ids:
+            value = state.get(contact_id)
+            if isinstance(value, str):
+                state[contact_id] = _TAKEN
+                out.append(Add(contact_id, value))
+        self.taken += len(out)
+        return out
+
+    def finish(self) -> list[Add]:
+        """The remaining adds, in segment order; the diff is used up."""
+        adds = [Add(c, v) for c, v in self._state.items() if isinstance(v, str)]
+        self._state = {}
+        self._removed = set()
+        return adds
 
 
 def plan_membership(
@@ -90,25 +164,13 @@ def plan_membership(
     mode: ExportMode,
 ) -> Plan:
     index = desired if isinstance(desired, Desired) else index_desired(desired)
-    adds: list[Add] = []
-    kept = 0
-    for contact_id, customer_id in index.owner.items():
-        if contact_id in current:
-            kept += 1
-        else:
-            adds.append(Add(contact_id, customer_id))
-    not_desired = [c for c in current if c not in index.owner]
-    if mode is ExportMode.MIRROR:
-        removes = tuple(Remove(c) for c in sorted(not_desired))
-        extra = 0
-    else:
-        removes = ()
-        extra = len(not_desired)
+    diff = MembershipDiff(dict(index.owner), mode)
+    removes = diff.see(current)
     return Plan(
-        adds=tuple(adds),
-        removes=removes,
-        kept=kept,
-        extra_kept=extra,
+        adds=tuple(diff.finish()),
+        removes=tuple(Remove(c) for c in sorted(removes)),
+        kept=diff.kept,
+        extra_kept=diff.extra_kept,
         rejections=index.rejections,
     )
 

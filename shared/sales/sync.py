@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,10 +46,9 @@ from shared.sales.odata import (
 from shared.sales.plan import (
     Add,
     Desired,
+    MembershipDiff,
     balanced_chunks,
     index_desired,
-    plan_membership,
-    removals_among,
 )
 from shared.sales.resolve import Resolution, resolve_members
 
@@ -126,8 +125,10 @@ class _SegmentSync:
         # Everything below is touched only by the coordinating thread.
         self.width = 1
         self.resolution = Resolution()
-        self.desired: Desired | None = None
-        self.current: set[str] = set()
+        self.resolved = False
+        self.diff: MembershipDiff | None = None
+        self.pending: list[str] = []  # members read before the segment was resolved
+        self.read = 0  # members read so far
         self.scan_url: str | None = None  # next page of the list's members
         self.scanning = False  # a page request is in flight
         self.planned = False
@@ -137,8 +138,6 @@ class _SegmentSync:
         self.watermark: str | None = None
         self.sorted_desired: list[str] = []
         self.cursor = 0
-        self.early: set[str] = set()
-        self.removal_queued: set[str] = set()
         self.to_validate: deque[Add] = deque()
         self.validated: list[Add] = []
         self.ready: deque[_Task] = deque()
@@ -236,56 +235,43 @@ class _SegmentSync:
     # --- planning (coordinating thread) ------------------------------------------------------
 
     def _on_resolved(self, desired: Desired) -> None:
-        self.desired = desired
+        self.resolved = True
         self.result.members = self.resolution.members
         for rejection in self.resolution.rejections:
             self._reject(rejection)
         for rejection in desired.rejections:
             self._reject(rejection)
-        self._note_removals(self.current)
-        if self.scan_url is not None:
+        if self.scan_url is not None:  # still reading: keep the ids in order for early adds
             self.sorted_desired = sorted(desired.owner)
-            self._stream_adds()
+        # The diff consumes the contact index (built for this call only): no second copy.
+        owner = desired.owner
+        assert isinstance(owner, dict)
+        self.diff = MembershipDiff(owner, self.request.mode)
+        pending, self.pending = self.pending, []
+        self._see(pending)
+        self._stream_adds()
 
     def _on_page(self, ids: list[str], next_url: str | None) -> None:
-        self.current.update(ids)
         self.scan_url = next_url
+        self.read += len(ids)
         if ids and self.ordered:
             in_order = all(a < b for a, b in itertools.pairwise(ids))
             if in_order and (self.watermark is None or ids[0] > self.watermark):
                 self.watermark = ids[-1]
             else:
                 self.ordered = False  # no early adds from here on; the final plan does the rest
-        if self.desired is not None:
-            self._note_removals(ids)
-            if next_url is not None:
-                self._stream_adds()
-
-    def _stream_adds(self) -> None:
-        """Pages arrive in contactid order, so a desired contact below the last id read that was
-        not seen is not a member: validate and add it without waiting for the last page. (If
-        Sales ever pages out of order, streaming stops; an early add of an existing member is a
-        no-op in Sales, so the end state is the same either way.)"""
-        desired = self.desired
-        if not self.ordered or self.watermark is None or desired is None:
+        if self.diff is None:
+            self.pending.extend(ids)  # until the segment is resolved
             return
-        keys, current, cursor = self.sorted_desired, self.current, self.cursor
-        while cursor < len(keys) and keys[cursor] <= self.watermark:
-            contact_id = keys[cursor]
-            if contact_id not in current:
-                self.to_validate.append(Add(contact_id, desired.owner[contact_id]))
-                self.early.add(contact_id)
-            cursor += 1
-        self.cursor = cursor
-        if cursor and not self.request.dry_run:  # size add chunks from the rate seen so far
-            estimate = math.ceil(len(self.early) * len(keys) / cursor)
-            self.add_chunk = balanced_chunks(estimate, self.chunk_size, self.width)
+        self._see(ids)
+        self._stream_adds()
 
-    def _note_removals(self, ids: Iterable[str]) -> None:
-        """Removals can start while the list is still being read (mirror mode)."""
-        if self.desired is None or self.request.dry_run:
+    def _see(self, ids: list[str]) -> None:
+        """Feed members to the diff; removals start while the list is still read (mirror)."""
+        assert self.diff is not None
+        found = self.diff.see(ids)
+        if self.request.dry_run or not found:
             return
-        found = removals_among(ids, self.desired, self.request.mode)
         self.removal_buffer.extend(found)
         if self.scan_url is not None:  # still reading: cut only full chunks
             target = self._removal_chunk()
@@ -293,42 +279,53 @@ class _SegmentSync:
                 self._queue_removals(self.removal_buffer[:target])
                 del self.removal_buffer[:target]
 
+    def _stream_adds(self) -> None:
+        """Pages arrive in contactid order, so a desired contact below the last id read that was
+        not seen is not a member: validate and add it without waiting for the last page. (If
+        Sales ever pages out of order, streaming stops; an early add of an existing member is a
+        no-op in Sales, so the end state is the same either way.)"""
+        if self.diff is None or self.scan_url is None or not self.ordered:
+            return
+        if self.watermark is None:
+            return
+        keys, cursor, watermark = self.sorted_desired, self.cursor, self.watermark
+        end = cursor
+        while end < len(keys) and keys[end] <= watermark:
+            end += 1
+        self.to_validate.extend(self.diff.take_missing(keys[cursor:end]))
+        self.cursor = end
+        if end and not self.request.dry_run:  # size add chunks from the rate seen so far
+            estimate = math.ceil(self.diff.taken * len(keys) / end)
+            self.add_chunk = balanced_chunks(estimate, self.chunk_size, self.width)
+
     def _removal_chunk(self) -> int:
         """Chunk size for removals found so far, from the share of non-members among the
         members read and the list's member count (when Sales reports it)."""
-        read = len(self.current)
-        if not self.member_count or not read:
+        if not self.member_count or not self.read or self.diff is None:
             return self.chunk_size
-        found = len(self.removal_buffer) + len(self.removal_queued)
-        estimate = math.ceil(found / read * self.member_count)
+        estimate = math.ceil(self.diff.removals / self.read * self.member_count)
         return balanced_chunks(estimate, self.chunk_size, self.width)
 
     def _queue_removals(self, ids: Sequence[str]) -> None:
-        self.removal_queued.update(ids)
         self.removals.append(_Task("remove", contact_ids=tuple(ids)))
 
     def _plan(self) -> None:
-        """Resolution and reading are done: the final diff."""
-        assert self.desired is not None
+        """Resolution and reading are done: the rest of the diff."""
+        diff = self.diff
+        assert diff is not None
         request = self.request
-        plan = plan_membership(self.desired, self.current, request.mode)
-        # Early adds of contacts that turned out to be members (only if pages came out of order)
-        # were no-ops in Sales; count them once, as kept.
-        overlap = len(self.early & self.current) if self.early else 0
-        self.current = set()
-        self.desired = None
+        late = diff.finish()
         self.sorted_desired = []
         self.planned = True
-        self.kept = plan.kept - overlap
-        late = [a for a in plan.adds if a.contact_id not in self.early]
+        # Early adds of contacts that turned out to be members (pages out of order) were no-ops
+        # in Sales; they count among the validated adds, not as kept.
+        self.kept = diff.kept
         self.to_validate.extend(late)
-        self.result.progress.total = len(self.early) + len(late) + len(plan.removes)
-        self.early = set()
+        self.result.progress.total = diff.taken + len(late) + diff.removals
         if request.dry_run:
-            self.result.removed = len(plan.removes)
+            self.result.removed = diff.removals
         else:
-            rest = [r.contact_id for r in plan.removes if r.contact_id not in self.removal_queued]
-            self.removal_buffer = []
+            rest, self.removal_buffer = self.removal_buffer, []
             size = balanced_chunks(len(rest), self.chunk_size, self.width)
             for start in range(0, len(rest), size):
                 self._queue_removals(rest[start : start + size])
@@ -425,7 +422,7 @@ class _SegmentSync:
                 if (
                     failure is None
                     and not self.planned
-                    and self.desired is not None
+                    and self.diff is not None
                     and self.scan_url is None
                     and not self.scanning
                 ):

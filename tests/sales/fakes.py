@@ -157,17 +157,21 @@ class FakeDataverse:
         size = self.page_size
         if "odata.maxpagesize=" in prefer:
             size = min(size, int(prefer.split("odata.maxpagesize=")[1].split(",")[0]))
-        ordered = sorted(found.members)
-        start = int(params.get("$skiptoken", "0"))
-        page = ordered[start : start + size]
+        # keyset paging like the service: the token is the last id of the previous page
+        ordered = sorted(found.members, reverse=self.descending_pages)
+        after = params.get("$skiptoken")
+        if after:
+            beyond = (lambda c: c < after) if self.descending_pages else (lambda c: c > after)
+            ordered = [c for c in ordered if beyond(c)]
+        page = ordered[:size]
         if self.descending_pages:
-            end = len(ordered) - start
-            page = ordered[max(0, end - size) : end]
+            page = sorted(page)  # each page sorted inside, pages in descending order
         data: dict[str, object] = {"value": [{"contactid": c} for c in page]}
-        if start + size < len(ordered):
+        if len(ordered) > size:
+            token = min(page) if self.descending_pages else page[-1]
             data["@odata.nextLink"] = (
                 f"{BASE}{API}lists({list_id})/listcontact_association"
-                f"?$select=contactid&$skiptoken={start + size}"
+                f"?$select=contactid&$skiptoken={token}"
             )
         return _json(data)
 

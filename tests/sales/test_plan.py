@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from shared.models import ExportMode, RejectionReason
-from shared.sales.plan import Add, Remove, plan_membership
+from shared.sales.plan import Add, MembershipDiff, Remove, balanced_chunks, plan_membership
 
 
 def test_mirror_adds_missing_and_removes_extra_members() -> None:
@@ -48,3 +48,28 @@ def test_plans_are_immutable_values() -> None:
     second = plan_membership([("c1", "a")], frozenset(), ExportMode.MIRROR)
     assert first == second
     assert hash(first.adds[0]) == hash(Add("a", "c1"))
+
+
+def test_streaming_diff_counts_each_member_once_and_never_removes_a_desired_one() -> None:
+    owner = {"a": "c1", "b": "c2", "c": "c3", "d": "c4"}
+    diff = MembershipDiff(owner, ExportMode.MIRROR)
+    assert diff.see(["a", "x"]) == ["x"]
+    assert diff.take_missing(["b", "a"]) == [Add("b", "c2")]  # "a" is a member already
+    # pages that shifted: "a" and "x" again, and "b" (handed out early) turns out to be a member
+    assert diff.see(["a", "x", "b", "y"]) == ["y"]
+    assert diff.finish() == [Add("c", "c3"), Add("d", "c4")]
+    assert (diff.kept, diff.early_members, diff.removals, diff.taken) == (1, 1, 2, 1)
+
+
+def test_streaming_diff_in_additive_mode_counts_extra_members() -> None:
+    diff = MembershipDiff({"a": "c1"}, ExportMode.ADDITIVE)
+    assert diff.see(["a", "x", "x", "y"]) == []
+    assert diff.extra_kept == 2 and diff.kept == 1 and diff.finish() == []
+
+
+def test_balanced_chunks_fill_every_worker_in_the_last_round() -> None:
+    assert balanced_chunks(100_000, 1000, 8) == 962  # 104 chunks = 13 full rounds of 8
+    assert balanced_chunks(9_500, 1000, 8) == 594  # 16 chunks instead of 10 (2 rounds either way)
+    assert balanced_chunks(600, 1000, 8) == 250  # split, but never below 250 a request
+    assert balanced_chunks(11, 3, 4) == 3
+    assert balanced_chunks(0, 1000, 8) == 1000
