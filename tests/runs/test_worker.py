@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -223,3 +224,42 @@ def test_undecodable_and_orphan_messages_are_dropped(store: Any, settings: Any) 
     assert process_message(store, settings, b"\xff not a message") is Outcome.DROPPED
     orphan = '{"exportId":"nope","runId":"gone","slice":0}'
     assert process_message(store, settings, orphan) is Outcome.DROPPED
+
+
+def test_racing_on_demand_and_schedule_apply_changes_once(
+    store: Any, settings: Any, emu: Any
+) -> None:
+    import threading
+
+    from shared.runs.requests import ActiveRunError, request_all
+
+    members = active_indices(emu, range(3700, 3760))
+    seed_customers(store, emu, members)
+    seed_segment(store, "Raced", members)
+    export = make_export(store, make_connection(store, emu), ["Raced"])
+    barrier = threading.Barrier(2)
+
+    def on_demand() -> None:
+        barrier.wait()
+        with contextlib.suppress(ActiveRunError):
+            request_run(store, export.id, trigger=Trigger.ON_DEMAND, requested_by="ann")
+
+    def schedule() -> None:
+        barrier.wait()
+        request_all(store, trigger=Trigger.SCHEDULE, requested_by="schedule")
+
+    threads = [threading.Thread(target=on_demand), threading.Thread(target=schedule)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    emu.reset_stats()
+    runs, _ = store.runs.list(export.id)
+    [winner] = [r for r in runs if r.status is RunStatus.QUEUED]
+    final = drain(store, settings, winner)
+
+    assert final.status is RunStatus.SUCCEEDED
+    assert emu.stats()["members_added"] == len(members)
+    assert len(emu.state.find_lists("Raced")) == 1
+    others = [r for r in store.runs.list(export.id)[0] if r.id != winner.id]
+    assert all(r.status is RunStatus.SKIPPED and not r.segments for r in others)
