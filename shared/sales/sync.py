@@ -146,6 +146,9 @@ class _SegmentSync:
         self.validating = 0
         self.queries_per_batch = VALIDATE_MIN_QUERIES_PER_BATCH
         self.add_chunk = self.chunk_size
+        self.adds_total = 0  # adds planned (before validation)
+        self.checked = 0  # adds validated so far
+        self.cut_any = False  # add chunks are cut with one size, fixed at the first cut
         self.kept = 0
         self.valid = 0  # validated adds that Sales should accept
         self.refused = 0  # adds Sales refused (rejected-by-sales)
@@ -336,9 +339,7 @@ class _SegmentSync:
             tasks = math.ceil(len(self.to_validate) / VALIDATE_IDS_PER_QUERY)
         if tasks > 1:
             self.width = self.client.ensure_dop()
-        pending_adds = len(self.to_validate) + len(self.validated)
-        if not self.ready and not self.result.added:  # nothing cut yet: size chunks exactly
-            self.add_chunk = balanced_chunks(pending_adds, self.chunk_size, self.width)
+        self.adds_total = diff.taken + len(late)
         self._plan_validation(self.width)
         self._cut_ready(flush=not self.to_validate and self.validating == 0)
         self._phase("validating" if self.to_validate else "applying")
@@ -400,11 +401,17 @@ class _SegmentSync:
         )
 
     def _cut_ready(self, *, flush: bool) -> None:
+        if not self.cut_any and self.planned and self.checked:
+            # Size add chunks by the members expected to pass validation (the share seen so far),
+            # so the last round of parallel adds is as full as the others.
+            expected = math.ceil(self.valid / self.checked * self.adds_total)
+            self.add_chunk = balanced_chunks(expected, self.chunk_size, self.width)
         size = self.add_chunk
         while len(self.validated) >= size or (flush and self.validated):
             chunk = self.validated[:size]
             del self.validated[:size]
             self.ready.append(_Task("add", adds=tuple(chunk)))
+            self.cut_any = True
 
     def _run_tasks(self) -> None:
         failure: BaseException | None = None
@@ -558,6 +565,7 @@ class _SegmentSync:
             self.validating -= 1
             assert outcome is not None
             accepted = 0
+            self.checked += len(task.adds)
             for add in task.adds:
                 if add.contact_id not in outcome:
                     self._reject(
