@@ -63,6 +63,7 @@ RESOLVE_WHILE_READING = True
 # While the list is read, desired contacts below the last member id seen are known non-members
 # (pages come in contactid order); they are validated in batches of at least this many.
 STREAM_VALIDATE_MIN = VALIDATE_IDS_PER_QUERY * VALIDATE_MIN_QUERIES_PER_BATCH
+VALIDATE_IN_FLIGHT = 2
 
 
 @dataclass
@@ -376,7 +377,10 @@ class _SegmentSync:
         if self.ready:
             return self.ready.popleft()
         if self._validation_ready():
-            take = self.queries_per_batch * VALIDATE_IDS_PER_QUERY
+            # Into an empty list, the first batch is one query so the first adds start at once.
+            first = not (self.checked or self.validating or self.read)
+            queries = 1 if first else self.queries_per_batch
+            take = queries * VALIDATE_IDS_PER_QUERY
             count = min(take, len(self.to_validate))
             batch = tuple(self.to_validate.popleft() for _ in range(count))
             self.validating += 1
@@ -395,10 +399,14 @@ class _SegmentSync:
         )
 
     def _validation_ready(self) -> bool:
+        if not self.to_validate:
+            return False
+        # Validation only has to stay ahead of the adds: a couple of batches in flight leave the
+        # other slots to add chunks (a dry run has nothing else to do).
+        if not self.request.dry_run and self.validating >= VALIDATE_IN_FLIGHT:
+            return False
         # While reading, wait for a full batch: a few big requests, not one per page.
-        return bool(self.to_validate) and (
-            self.planned or len(self.to_validate) >= STREAM_VALIDATE_MIN
-        )
+        return self.planned or len(self.to_validate) >= STREAM_VALIDATE_MIN
 
     def _cut_ready(self, *, flush: bool) -> None:
         if not self.cut_any and self.planned and self.checked:
