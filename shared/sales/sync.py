@@ -1,12 +1,15 @@
 """Sync one segment to its static contact marketing list (Contract 2).
 
-resolve -> find/create the list -> read current members (5,000 a page) -> plan -> validate only
-the contacts to add -> apply adds/removes in chunks, up to ``dop`` requests in flight.
+find/create the list -> read its members (5,000 a page) while the segment resolves -> diff ->
+validate only the contacts to add -> add/remove in chunks, up to ``dop`` requests in flight.
 
-Validation and application share one bounded pool with priorities (ready add chunks and
-bisection pieces first, then validation batches, then removals), so there is no serial phase
-between them and at most a few validated-but-unapplied chunks exist when a deadline stops us.
-Every call recomputes desired vs actual, so calling again after an incomplete result converges.
+One coordinating thread schedules every request on one bounded pool, by priority: the next
+member page (the serial critical path), bisection pieces, ready add chunks, validation batches
+(at most two in flight), removals. Removals start as soon as a page shows a member who left the
+segment; since pages come in contactid order, desired contacts below the last id read are known
+non-members and are validated and added before the last page arrives. Chunks are sized so the
+workers finish their last round together. Every call recomputes desired vs actual, so calling
+again after an incomplete result (deadline, cancel, crash) converges to the same list.
 """
 
 from __future__ import annotations
@@ -27,21 +30,16 @@ from shared.models import (
     RejectionReason,
     SegmentResult,
 )
-from shared.sales.batch import BatchPart
-from shared.sales.client import (
-    SalesBadRequestError,
-    SalesClient,
-    SalesNotFoundError,
-    error_for,
-)
+from shared.sales.client import SalesBadRequestError, SalesClient, SalesNotFoundError
 from shared.sales.lists import ensure_list
-from shared.sales.odata import (
-    API_PATH,
-    CONTACTS_IN_PREFIX,
-    MAX_BATCH_GET_URL,
-    chunk_ids_by_url,
-    contacts_in_url,
-    relative_url,
+from shared.sales.members import (
+    ADD,
+    REMOVE,
+    VALIDATE_IDS_PER_QUERY,
+    change_members,
+    contact_states,
+    members_url,
+    read_member_page,
 )
 from shared.sales.plan import (
     Add,
@@ -52,7 +50,6 @@ from shared.sales.plan import (
 )
 from shared.sales.resolve import Resolution, resolve_members
 
-VALIDATE_IDS_PER_QUERY = 1000  # ids per inner GET (about 39 KB of URL, under the 64 KB limit)
 VALIDATE_MIN_QUERIES_PER_BATCH = 5  # small validations go out as one request
 VALIDATE_MAX_QUERIES_PER_BATCH = 10  # bounds one request's execution time on the server
 ACTIVE = 0
@@ -206,9 +203,7 @@ class _SegmentSync:
         if outcome.created or outcome.recreated:
             self._publish()  # let the caller store the new list id before anything else
         if not outcome.empty and self.list_id is not None:
-            self.scan_url = relative_url(
-                f"lists({self.list_id})/listcontact_association", {"$select": "contactid"}
-            )
+            self.scan_url = members_url(self.list_id)
         # Use the server's parallelism hint if a response already carried it; otherwise one
         # WhoAmI is spent later, and only if there is parallel work.
         self.width = self.client.dop if self.client.dop_hint else 1
@@ -493,72 +488,15 @@ class _SegmentSync:
 
     def _execute(self, task: _Task) -> Any:
         if task.kind == "page":
-            data = self.client.get_json(
-                task.url, headers={"Prefer": f"odata.maxpagesize={self.client.page_size}"}
-            )
-            rows = data.get("value", [])
-            ids = [
-                str(r["contactid"]).lower()
-                for r in (rows if isinstance(rows, list) else [])
-                if isinstance(r, dict) and r.get("contactid")
-            ]
-            link = data.get("@odata.nextLink")
-            return ids, (str(link) if link else None)
+            return read_member_page(self.client, task.url)
         if task.kind == "validate":
-            return self._validate([a.contact_id for a in task.adds])
-        members = (
-            [a.contact_id for a in task.adds] if task.kind == "add" else list(task.contact_ids)
-        )
-        action = "AddListMembersList" if task.kind == "add" else "RemoveListMembersList"
-        self.client.post_action(
-            action,
-            {
-                "List": {"@odata.type": "Microsoft.Dynamics.CRM.list", "listid": self.list_id},
-                "Members": [
-                    {"@odata.type": "Microsoft.Dynamics.CRM.contact", "contactid": c}
-                    for c in members
-                ],
-            },
-            context=f"{action} ({len(members)} members)",
-        )
+            return contact_states(self.client, [a.contact_id for a in task.adds])
+        assert self.list_id is not None
+        if task.kind == "add":
+            change_members(self.client, ADD, self.list_id, [a.contact_id for a in task.adds])
+        else:
+            change_members(self.client, REMOVE, self.list_id, task.contact_ids)
         return None
-
-    def _validate(self, ids: list[str]) -> dict[str, int | None]:
-        """contact id -> statecode for the ids that exist (absent: not found)."""
-        groups = list(
-            chunk_ids_by_url(
-                ids,
-                url_prefix_length=CONTACTS_IN_PREFIX,
-                max_url=MAX_BATCH_GET_URL,
-                max_ids=VALIDATE_IDS_PER_QUERY,
-            )
-        )
-        prefer = {"Prefer": f"odata.maxpagesize={self.client.page_size}"}
-        parts = [BatchPart("GET", API_PATH + contacts_in_url(g), prefer) for g in groups]
-        found: dict[str, int | None] = {}
-        for response in self.client.batch(parts):
-            if response.status >= 400:
-                raise error_for(
-                    response.status, response.headers, response.body, "validate contacts"
-                )
-            data = response.json()
-            if not isinstance(data, dict):
-                raise FatalSalesError("validate contacts: unexpected response shape")
-            self._collect(data.get("value", []), found)
-            link = data.get("@odata.nextLink")
-            if link:  # a server with smaller pages than asked for
-                for rows in self.client.iter_pages(str(link)):
-                    self._collect(rows, found)
-        return found
-
-    @staticmethod
-    def _collect(rows: object, found: dict[str, int | None]) -> None:
-        if not isinstance(rows, list):
-            return
-        for row in rows:
-            if isinstance(row, dict) and row.get("contactid"):
-                state = row.get("statecode")
-                found[str(row["contactid"]).lower()] = int(state) if state is not None else None
 
     # --- outcomes (coordinating thread) ------------------------------------------------------
 

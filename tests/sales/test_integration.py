@@ -43,10 +43,11 @@ def test_initial_export_then_no_change_refresh(emu: Any) -> None:
     assert result.left_out == {"contact-inactive": 2500 - len(expected)}
     assert {r.reason for r in first.rejections} == {RejectionReason.CONTACT_INACTIVE}
     made = requests_by_kind(emu.stats())
-    # find by name, create, validation (3 queries of <=1000), and the valid members cut
-    # so that the emulator's dop hint (8) workers finish together: 8 chunks, not 3
-    size = balanced_chunks(len(expected), 1000, 8)
-    assert made.pop("add-list-members") == math.ceil(len(expected) / size) == 8
+    # find by name, create, validation (3 queries of <=1000), and the valid members cut so
+    # that the emulator's dop hint (8) workers finish together: about 8 chunks, not 3 (the
+    # size is fixed from the share of valid contacts in the first validation to answer)
+    assert math.ceil(len(expected) / balanced_chunks(len(expected), 1000, 8)) == 8
+    assert 8 <= made.pop("add-list-members") <= 9
     # validation: one query first (the first adds start sooner), then the other two in one batch
     assert made == {"list-query": 1, "list-create": 1, "batch": 2}
 

@@ -1,0 +1,89 @@
+"""The three Dataverse calls a sync is made of: read a page of a list's members, check which
+contacts exist and are active, add or remove members in bulk. Each is one request (or one
+$batch) through SalesClient; scheduling and bookkeeping live in sync.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.errors import FatalSalesError
+from shared.sales.batch import BatchPart
+from shared.sales.client import SalesClient, error_for
+from shared.sales.odata import (
+    API_PATH,
+    CONTACTS_IN_PREFIX,
+    MAX_BATCH_GET_URL,
+    chunk_ids_by_url,
+    contacts_in_url,
+    relative_url,
+)
+
+VALIDATE_IDS_PER_QUERY = 1000  # ids per inner GET (about 39 KB of URL, under the 64 KB limit)
+ADD = "AddListMembersList"
+REMOVE = "RemoveListMembersList"
+
+
+def members_url(list_id: str) -> str:
+    return relative_url(f"lists({list_id})/listcontact_association", {"$select": "contactid"})
+
+
+def read_member_page(client: SalesClient, url: str) -> tuple[list[str], str | None]:
+    """One page of member contact ids (lower case) and the next page's link, if any."""
+    data = client.get_json(url, headers={"Prefer": f"odata.maxpagesize={client.page_size}"})
+    rows = data.get("value", [])
+    ids = [
+        str(r["contactid"]).lower()
+        for r in (rows if isinstance(rows, list) else [])
+        if isinstance(r, dict) and r.get("contactid")
+    ]
+    link = data.get("@odata.nextLink")
+    return ids, (str(link) if link else None)
+
+
+def contact_states(client: SalesClient, ids: Sequence[str]) -> dict[str, int | None]:
+    """contact id -> statecode for the ids that exist (absent: no such contact). One $batch of
+    ``In`` queries, each URL well under the 64 KB allowed inside a batch."""
+    groups = chunk_ids_by_url(
+        ids,
+        url_prefix_length=CONTACTS_IN_PREFIX,
+        max_url=MAX_BATCH_GET_URL,
+        max_ids=VALIDATE_IDS_PER_QUERY,
+    )
+    prefer = {"Prefer": f"odata.maxpagesize={client.page_size}"}
+    parts = [BatchPart("GET", API_PATH + contacts_in_url(g), prefer) for g in groups]
+    found: dict[str, int | None] = {}
+    for response in client.batch(parts):
+        if response.status >= 400:
+            raise error_for(response.status, response.headers, response.body, "validate contacts")
+        data = response.json()
+        if not isinstance(data, dict):
+            raise FatalSalesError("validate contacts: unexpected response shape")
+        _collect(data.get("value", []), found)
+        link = data.get("@odata.nextLink")
+        if link:  # a server with smaller pages than asked for
+            for rows in client.iter_pages(str(link)):
+                _collect(rows, found)
+    return found
+
+
+def _collect(rows: object, found: dict[str, int | None]) -> None:
+    if not isinstance(rows, list):
+        return
+    for row in rows:
+        if isinstance(row, dict) and row.get("contactid"):
+            state = row.get("statecode")
+            found[str(row["contactid"]).lower()] = int(state) if state is not None else None
+
+
+def change_members(client: SalesClient, action: str, list_id: str, ids: Sequence[str]) -> None:
+    """AddListMembersList / RemoveListMembersList for ``ids`` (all-or-nothing in Sales)."""
+    client.post_action(
+        action,
+        {
+            "List": {"@odata.type": "Microsoft.Dynamics.CRM.list", "listid": list_id},
+            "Members": [
+                {"@odata.type": "Microsoft.Dynamics.CRM.contact", "contactid": c} for c in ids
+            ],
+        },
+        context=f"{action} ({len(ids)} members)",
+    )
