@@ -9,6 +9,7 @@ import pytest
 from shared.errors import AuthenticationError, FatalSalesError, TransientSalesError
 from shared.sales.batch import BatchPart
 from shared.sales.client import (
+    MAX_SPACING,
     RetryPolicy,
     SalesClient,
     SalesNotFoundError,
@@ -286,3 +287,35 @@ def test_client_targets_the_web_api_root() -> None:
     client = SalesClient(BASE + "/", StaticTokens())
     assert client.api_url == BASE + "/api/data/v9.2/"
     client.close()
+
+
+def test_gate_spaces_request_starts(fake_time: FakeTime) -> None:
+    gate = ThrottleGate(clock=fake_time.clock, sleep=fake_time.sleep, spacing=0.05)
+    assert gate.enter() is False
+    assert gate.enter() is False
+    assert fake_time.sleeps == [0.05]
+    gate.learn_latency(0.1)  # a 429 took 100 ms to come back: starts 150 ms apart
+    gate.enter()
+    gate.learn_latency(2.0)  # never more than MAX_SPACING
+    gate.enter()
+    assert fake_time.sleeps == [0.05, 0.15, MAX_SPACING]
+
+
+def test_after_a_429_one_probe_goes_first_and_the_rest_wait_for_its_answer(
+    fake_time: FakeTime,
+) -> None:
+    gate = ThrottleGate(clock=fake_time.clock, sleep=fake_time.sleep)
+    gate.close_for(3)
+    assert gate.enter() is True  # waited out Retry-After, then let through alone
+    assert fake_time.sleeps == [3.0]
+    results: list[bool] = []
+    other = threading.Thread(target=lambda: results.append(gate.enter()))
+    other.start()
+    other.join(timeout=0.2)
+    assert other.is_alive() and results == []  # held back while the probe is out
+    gate.close_for(2)  # the probe was throttled again
+    gate.leave(True, throttled=True)
+    other.join(timeout=10)
+    assert results == [True]  # after the new wait, the waiting thread is the next probe
+    gate.leave(True, throttled=False)
+    assert gate.enter() is False  # the probe passed: the gate is fully open again
