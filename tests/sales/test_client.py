@@ -293,12 +293,12 @@ def test_gate_spaces_request_starts(fake_time: FakeTime) -> None:
     gate = ThrottleGate(clock=fake_time.clock, sleep=fake_time.sleep, spacing=0.05)
     assert gate.enter() is False
     assert gate.enter() is False
-    assert fake_time.sleeps == [0.05]
+    assert fake_time.sleeps == pytest.approx([0.05])
     gate.learn_latency(0.1)  # a 429 took 100 ms to come back: starts 150 ms apart
     gate.enter()
     gate.learn_latency(2.0)  # never more than MAX_SPACING
     gate.enter()
-    assert fake_time.sleeps == [0.05, 0.15, MAX_SPACING]
+    assert fake_time.sleeps == pytest.approx([0.05, 0.15, MAX_SPACING])
 
 
 def test_after_a_429_one_probe_goes_first_and_the_rest_wait_for_its_answer(
