@@ -123,7 +123,6 @@ class _SegmentSync:
         # Everything below is touched only by the coordinating thread.
         self.width = 1
         self.resolution = Resolution()
-        self.resolved = False
         self.diff: MembershipDiff | None = None
         self.pending: list[str] = []  # members read before the segment was resolved
         self.read = 0  # members read so far
@@ -234,7 +233,6 @@ class _SegmentSync:
     # --- planning (coordinating thread) ------------------------------------------------------
 
     def _on_resolved(self, desired: Desired) -> None:
-        self.resolved = True
         self.result.members = self.resolution.members
         for rejection in self.resolution.rejections:
             self._reject(rejection)
@@ -553,9 +551,12 @@ class _SegmentSync:
         self._publish()
 
     def _on_failure(self, task: _Task | None, exc: SalesError) -> None:
-        if task is None or task.kind in ("page", "validate") or not _member_level(exc):
+        gone = isinstance(exc, SalesNotFoundError) and task is not None and task.kind == "page"
+        if not gone and (
+            task is None or task.kind in ("page", "validate") or not _member_level(exc)
+        ):
             raise exc
-        if self.list_id and _mentions(exc, self.list_id):
+        if gone or (self.list_id and _mentions(exc, self.list_id)):
             raise TransientSalesError(
                 f"the marketing list {self.list_id} disappeared during the run; the next run "
                 f"recreates it ({exc})",

@@ -311,3 +311,24 @@ def test_adds_start_while_reading_and_out_of_order_pages_stay_correct(
     else:
         assert first_add < last_page  # adding began before the list was fully read
         assert out.result.added == 30
+
+
+def test_list_deleted_while_it_is_read_fails_the_call_as_transient(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(30)
+    target = FakeList("00000000-0000-0000-0000-0000000000dd", "High value")
+    target.members = {guid(i) for i in range(30)}
+    fake.lists = {target.id: target}
+    pages = [0]
+
+    def hook(request: httpx.Request, kind: str) -> httpx.Response | None:
+        if kind == "members":
+            pages[0] += 1
+            if pages[0] == 2:
+                fake.lists.clear()
+        return None
+
+    fake.hook = hook
+    rows = customers(30)
+    with pytest.raises(TransientSalesError, match="disappeared"):
+        sync_segment(make_client(fake, page_size=10), request(rows, list(rows), list_id=target.id))
+    assert not any(k.endswith("MembersList") for k in fake.kinds)
