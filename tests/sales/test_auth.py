@@ -79,3 +79,57 @@ def test_invalidate_refreshes_once_for_many_threads(fake_time: FakeTime) -> None
     provider.invalidate(stale)  # an old token no longer matters
     provider.token()
     assert count[0] == before
+
+
+class _FakeCredential:
+    def __init__(self) -> None:
+        self.scopes: list[str] = []
+
+    def get_token(self, scope: str) -> object:
+        from azure.core.credentials import AccessToken
+
+        self.scopes.append(scope)
+        return AccessToken(f"mi-{len(self.scopes)}", 1_000 + 3600)
+
+
+def test_managed_identity_tokens_are_cached_with_their_expiry(fake_time: FakeTime) -> None:
+    from shared.sales.auth import ManagedIdentityProvider
+
+    provider = ManagedIdentityProvider(
+        scope="https://org.crm.dynamics.com/.default",
+        clock=fake_time.clock,
+        wall_clock=lambda: 1_000,
+    )
+    credential = _FakeCredential()
+    provider._credential = credential  # the real one needs an Azure host's identity endpoint
+    assert provider.token() == "mi-1" and provider.token() == "mi-1"
+    provider.invalidate("mi-1")
+    assert provider.token() == "mi-2"
+    assert credential.scopes == ["https://org.crm.dynamics.com/.default"] * 2
+
+
+def test_factory_builds_the_provider_the_credential_asks_for() -> None:
+    from shared.errors import ConfigurationError
+    from shared.models import Connection, Credential, CredentialKind
+    from shared.sales.auth import ManagedIdentityProvider, MsalClientSecretProvider
+    from shared.sales.factory import build_token_provider
+    from shared.settings import Settings
+
+    settings = Settings.from_env(
+        {"STORAGE_CONNECTION": "UseDevelopmentStorage=true", "AUTH_MODE": "local-dev", "S": "x"}
+    )
+
+    def connection(credential: Credential) -> Connection:
+        return Connection("c", "C", "https://org.crm.dynamics.com", credential, "ContactId")
+
+    mi = build_token_provider(connection(Credential(CredentialKind.MANAGED_IDENTITY)), settings)
+    assert isinstance(mi, ManagedIdentityProvider)
+    secret = build_token_provider(
+        connection(Credential(CredentialKind.CLIENT_SECRET, "t", "c", "S")), settings
+    )
+    assert isinstance(secret, MsalClientSecretProvider)
+    assert secret._authority == "https://login.microsoftonline.com/t"
+    with pytest.raises(ConfigurationError, match="tenantId"):
+        build_token_provider(
+            connection(Credential(CredentialKind.CLIENT_SECRET, None, "c", "S")), settings
+        )
