@@ -319,21 +319,32 @@ class _SegmentSync:
         self.kept = diff.kept
         self.to_validate.extend(late)
         self.result.progress.total = diff.taken + len(late) + diff.removals
+        rest, self.removal_buffer = self.removal_buffer, []
+        # Parallel work ahead? Learn the server's hint (at most one WhoAmI) before sizing it.
+        if request.dry_run:
+            tasks = math.ceil(len(self.to_validate) / VALIDATE_IDS_PER_QUERY)
+        else:
+            tasks = math.ceil(len(self.to_validate) / self.chunk_size) + len(self.removals)
+            tasks += math.ceil(len(rest) / self.chunk_size)
+        if tasks > 1:
+            self.width = self.client.ensure_dop()
         if request.dry_run:
             self.result.removed = diff.removals
         else:
-            rest, self.removal_buffer = self.removal_buffer, []
             size = balanced_chunks(len(rest), self.chunk_size, self.width)
             for start in range(0, len(rest), size):
                 self._queue_removals(rest[start : start + size])
-        # Parallel work ahead? Learn the server's hint (at most one WhoAmI) before sizing it.
-        adds = 0 if request.dry_run else math.ceil(len(self.to_validate) / self.chunk_size)
-        tasks = adds + len(self.removals)
-        if request.dry_run:
-            tasks = math.ceil(len(self.to_validate) / VALIDATE_IDS_PER_QUERY)
-        if tasks > 1:
-            self.width = self.client.ensure_dop()
         self.adds_total = diff.taken + len(late)
+        if self.read and not request.dry_run:
+            # Adds found while reading were cut for a long run; what is left now is the tail:
+            # cut it (and any chunk not yet started) so the workers finish it together.
+            share = self.valid / self.checked if self.checked else 1.0
+            waiting = [a for t in self.ready for a in t.adds] + self.validated
+            self.ready.clear()
+            self.validated = waiting
+            expected = len(waiting) + math.ceil(len(self.to_validate) * share)
+            self.add_chunk = balanced_chunks(expected, self.chunk_size, self.width)
+            self.cut_any = True
         self._plan_validation(self.width)
         self._cut_ready(flush=not self.to_validate and self.validating == 0)
         self._phase("validating" if self.to_validate else "applying")
