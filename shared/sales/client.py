@@ -2,7 +2,10 @@
 
 Service protection rules this client keeps (see reference/dataverse-web-api.md §7):
 - 429: wait exactly ``Retry-After`` (exponential backoff when absent). The wait is a gate shared by
-  every thread using the client (limits are per user), so no request leaves before it elapses.
+  every thread using the identity (limits are per user), so no request leaves before it elapses;
+  then one probe request goes first and the rest follow only if it passes. Request starts are
+  spaced (20 ms, widened to 1.5x any observed 429 round trip) so a 429 reaches us before the next
+  request leaves: no burst lands on a server that has just blocked us.
 - 502/503/504/408 and network errors (refused, reset, dropped mid-response): capped exponential
   backoff with jitter, then ``TransientSalesError``.
 - 401: refresh the token once and re-send; a second 401 is an ``AuthenticationError``.
