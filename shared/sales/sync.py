@@ -81,6 +81,13 @@ class SegmentSyncRequest:
 
 @dataclass
 class SegmentSyncResult:
+    """``result.members``/``matched``/``left_out`` and ``rejections`` are absolute for this call;
+    ``added``/``removed``/``failed`` count what this call applied (in a dry run: what it would
+    add/remove; a list that would be created shows ``list_created`` with ``list_id`` None).
+    ``matched`` = members already in the list + validated adds - adds Sales refused; members
+    already in the list are not re-validated. ``failed`` counts members Sales refused in a bulk
+    call (isolated by bisection); refused adds are also ``rejected-by-sales`` rejections."""
+
     result: SegmentResult
     rejections: list[Rejection] = field(default_factory=list)
 
