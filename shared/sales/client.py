@@ -4,8 +4,8 @@ Service protection rules this client keeps (see reference/dataverse-web-api.md Â
 - 429: wait exactly ``Retry-After`` (exponential backoff when absent). The wait is a gate shared by
   every thread using the identity (limits are per user), so no request leaves before it elapses;
   then one probe request goes first and the rest follow only if it passes. Request starts are
-  spaced (20 ms, widened to 1.5x any observed 429 round trip) so a 429 reaches us before the next
-  request leaves: no burst lands on a server that has just blocked us.
+  spaced (1.5x the fastest recent answer, 20 ms until there is one) so a 429 reaches us before
+  the next request leaves: no burst lands on a server that has just blocked us.
 - 502/503/504/408 and network errors (refused, reset, dropped mid-response): capped exponential
   backoff with jitter, then ``TransientSalesError``.
 - 401: refresh the token once and re-send; a second 401 is an ``AuthenticationError``.
@@ -21,6 +21,7 @@ import random
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -98,9 +99,13 @@ class ThrottleGate:
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        # Minimum time between two request starts: a 429 answer reaches us before the next
-        # request leaves, so a throttle on one request is not followed by a burst of others.
+        # Minimum time between two request starts, so that a 429 answer reaches us before the
+        # next request leaves and a throttle is not followed by a burst. A 429 comes back about
+        # as fast as the fastest answers do, so the gap is 1.5x the fastest of the last answers
+        # (``spacing`` until there are some), and at least 1.5x any 429 round trip seen.
         self.spacing = spacing
+        self._recent: deque[float] = deque(maxlen=32)
+        self._throttle_rtt = 0.0
         self._last_start = float("-inf")
         self._cond = threading.Condition()
         self._not_before = 0.0
@@ -116,7 +121,16 @@ class ThrottleGate:
     def learn_latency(self, seconds: float) -> None:
         """A 429 took ``seconds`` to come back: keep starts at least 1.5 times that apart."""
         with self._cond:
-            self.spacing = min(MAX_SPACING, max(self.spacing, 1.5 * seconds))
+            self._throttle_rtt = max(self._throttle_rtt, seconds)
+
+    def observe(self, seconds: float) -> None:
+        """Any answer took ``seconds`` from send to response."""
+        with self._cond:
+            self._recent.append(seconds)
+
+    def _gap(self) -> float:
+        fastest = min(self._recent) if self._recent else self.spacing / 1.5
+        return min(MAX_SPACING, 1.5 * max(fastest, self._throttle_rtt))
 
     def remaining(self) -> float:
         with self._cond:
@@ -127,7 +141,7 @@ class ThrottleGate:
         while True:
             with self._cond:
                 now = self._clock()
-                remaining = max(self._not_before, self._last_start + self.spacing) - now
+                remaining = max(self._not_before, self._last_start + self._gap()) - now
                 if remaining <= 0:
                     if not self._cautious:
                         self._last_start = now
@@ -378,6 +392,7 @@ class SalesClient:
             except BaseException:
                 self.gate.leave(probe, throttled=False)
                 raise
+            self.gate.observe(self._clock() - started)
             throttled = response.status_code == THROTTLED
             if throttled:
                 # Close the gate before anything else so no other thread sends meanwhile.
