@@ -4,7 +4,7 @@ Service protection rules this client keeps (see reference/dataverse-web-api.md Â
 - 429: wait exactly ``Retry-After`` (exponential backoff when absent). The wait is a gate shared by
   every thread using the identity (limits are per user), so no request leaves before it elapses;
   then one probe request goes first and the rest follow only if it passes. Request starts are
-  spaced (1.5x the fastest recent answer, 20 ms until there is one) so a 429 reaches us before
+  spaced (1.5x the fastest answer seen, 20 ms until there is one) so a 429 reaches us before
   the next request leaves: no burst lands on a server that has just blocked us.
 - 502/503/504/408 and network errors (refused, reset, dropped mid-response): capped exponential
   backoff with jitter, then ``TransientSalesError``.
@@ -21,7 +21,6 @@ import random
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -101,10 +100,11 @@ class ThrottleGate:
         self._sleep = sleep
         # Minimum time between two request starts, so that a 429 answer reaches us before the
         # next request leaves and a throttle is not followed by a burst. A 429 comes back about
-        # as fast as the fastest answers do, so the gap is 1.5x the fastest of the last answers
-        # (``spacing`` until there are some), and at least 1.5x any 429 round trip seen.
+        # as fast as the fastest answers do (it costs the server nothing), so the gap is 1.5x
+        # the fastest answer seen (``spacing`` until there is one), and at least 1.5x any 429
+        # round trip seen.
         self.spacing = spacing
-        self._recent: deque[float] = deque(maxlen=32)
+        self._fastest: float | None = None
         self._throttle_rtt = 0.0
         self._last_start = float("-inf")
         self._cond = threading.Condition()
@@ -126,10 +126,11 @@ class ThrottleGate:
     def observe(self, seconds: float) -> None:
         """Any answer took ``seconds`` from send to response."""
         with self._cond:
-            self._recent.append(seconds)
+            if self._fastest is None or seconds < self._fastest:
+                self._fastest = seconds
 
     def _gap(self) -> float:
-        fastest = min(self._recent) if self._recent else self.spacing / 1.5
+        fastest = self.spacing / 1.5 if self._fastest is None else self._fastest
         return min(MAX_SPACING, 1.5 * max(fastest, self._throttle_rtt))
 
     def remaining(self) -> float:
