@@ -70,7 +70,9 @@ class State:
         self._extra: dict[str, dict[str, Any]] = {}  # contacts created at run time, by id
         self._lists: dict[str, dict[str, Any]] = {}
         self._members: dict[str, set[str]] = {}
-        self._sorted: dict[str, list[str]] = {}  # cache of sorted members, dropped on change
+        # Sorted members per list for paging, kept in step on change (re-sorting a 1M-member list
+        # on every chunk would make the emulator, not the client, the bottleneck).
+        self._sorted: dict[str, list[str]] = {}
         self._journal: list[Callable[[], None]] | None = None
 
     # -- transactions -------------------------------------------------------------------------
@@ -330,7 +332,7 @@ class State:
             new = list(dict.fromkeys(new))
             if new:
                 members.update(new)
-                self._sorted.pop(lid, None)
+                self._sorted_add(lid, new)
                 self._undo(lambda: self._remove_members(lid, new))
             return len(new)
 
@@ -345,9 +347,28 @@ class State:
         gone = list(dict.fromkeys(c for c in ids if c in members))
         if gone:
             members.difference_update(gone)
-            self._sorted.pop(lid, None)
+            self._sorted_remove(lid, gone)
             self._undo(lambda: self.add_members(lid, gone))
         return len(gone)
+
+    def _sorted_add(self, lid: str, new: list[str]) -> None:
+        ordered = self._sorted.get(lid)
+        if ordered is not None:
+            ordered.extend(sorted(new))
+            ordered.sort()  # two sorted runs: Timsort merges them in linear time
+
+    def _sorted_remove(self, lid: str, gone: list[str]) -> None:
+        ordered = self._sorted.get(lid)
+        if ordered is None:
+            return
+        if len(gone) < 64:
+            for cid in gone:
+                i = bisect.bisect_left(ordered, cid)
+                if i < len(ordered) and ordered[i] == cid:
+                    del ordered[i]
+        else:
+            drop = set(gone)
+            self._sorted[lid] = [cid for cid in ordered if cid not in drop]
 
     def members_page(self, list_id: str, after: str | None, limit: int) -> tuple[list[str], bool]:
         """Members in contactid order strictly after ``after``; (page, more)."""
