@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slice-seconds", type=float, default=480.0)
     parser.add_argument("--inactive-fraction", type=float, default=0.02)
     args = parser.parse_args(argv)
+    # Turn SIGTERM (e.g. from `timeout`) into SystemExit so the cleanup below still runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from fastapi.testclient import TestClient
 

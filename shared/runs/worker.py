@@ -42,6 +42,7 @@ from shared.models import (
     SegmentListState,
     SegmentResult,
 )
+from shared.runs.budget import SliceBudget
 from shared.runs.clock import utc_now_iso
 from shared.runs.failures import RunFatalError, describe, is_retryable
 from shared.runs.status import decide_final_status, is_pending, join_reasons, merge_segment
@@ -425,13 +426,12 @@ class _Slice:
             )
             known_list["id"] = result.list_id
 
-        progressed = [False]
+        budget = SliceBudget(deadline, slice_budget(self.settings))
         applied = [(0, 0, 0)]
 
         def on_progress(partial: SegmentResult) -> None:
             self._check_lease()
-            if partial.progress.done > 0:
-                progressed[0] = True
+            budget.observe(partial)
             remember_list(partial)
             self._set_segment(index, merge_segment(base, partial))
             # Save at once after every applied chunk (a crash then loses at most the chunks in
@@ -452,15 +452,13 @@ class _Slice:
             mode=export.mode,
             list_id=state.list_id if state else None,
             dry_run=run.dry_run,
-            # The budget is enforced through should_stop, not `deadline`: a call stops at the
-            # deadline only after it applied at least one chunk, so every slice makes progress
-            # even when reading the list and resolving members take longer than the budget.
+            # The budget is enforced through should_stop (SliceBudget), not `deadline`: a call
+            # stops after the deadline only once it applied something and had time to apply,
+            # so every slice progresses even when planning a big segment outlasts the budget.
             deadline=None,
             chunk_size=self.settings.sales_chunk_size,
             on_progress=on_progress,
-            should_stop=lambda: (
-                self._should_stop() or (progressed[0] and time.monotonic() >= deadline)
-            ),
+            should_stop=lambda: self._should_stop() or budget.spent(),
         )
         try:
             outcome = sync_segment(client, request)
