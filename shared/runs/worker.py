@@ -380,10 +380,12 @@ class _Slice:
                     break  # budget or cancel stopped it mid-segment
         self._check_lease()
         run = self.writer.run
-        if run.cancel_requested or (self.heartbeat and self.heartbeat.cancel_requested):
+        pending = any(is_pending(s) for s in run.segments)
+        canceled = run.cancel_requested or (self.heartbeat and self.heartbeat.cancel_requested)
+        if canceled and pending:  # a cancel that arrives after the last chunk changes nothing
             reason = run.reason or (self.heartbeat.cancel_reason if self.heartbeat else None)
             return self._finish(RunStatus.CANCELED, join_reasons(reason or "canceled", left_behind))
-        if any(is_pending(s) for s in run.segments):
+        if pending:
             return self._continue()
         status, reason = decide_final_status(run.segments)
         run.error = None if status is not RunStatus.FAILED else (reason or "the run failed")
