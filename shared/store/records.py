@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 from azure.data.tables import UpdateMode
@@ -13,7 +12,7 @@ from shared.store import codec
 from shared.store._boundary import translated
 from shared.store.keys import encode_key, try_encode_key
 from shared.store.limits import check_entity
-from shared.store.tables import Tables, etag_of, match, submit
+from shared.store.tables import Tables, delete_partition, etag_of, match
 
 CONNECTIONS, EXPORTS, EXPORT_STATE = "connections", "exports", "exportstate"
 _CONNECTION_PK = "connection"
@@ -203,13 +202,4 @@ class ExportStateRepository:
                 with translated(f"delete list state of export {export_id!r}"):
                     client.delete_entity(pk, rk)
             return
-        with translated(f"delete list state of export {export_id!r}"):
-            keys = [
-                e["RowKey"]
-                for e in client.query_entities(
-                    "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"]
-                )
-            ]
-        ops = [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in keys]
-        with contextlib.suppress(NotFoundError):  # raced with another delete: idempotent
-            submit(client, ops, f"delete list state of export {export_id!r}")
+        delete_partition(client, pk, f"delete list state of export {export_id!r}")

@@ -24,7 +24,7 @@ from shared.store import codec
 from shared.store._boundary import translated
 from shared.store.keys import encode_key, join_keys, try_encode_key
 from shared.store.limits import check_entity
-from shared.store.tables import Tables, etag_of, match, replace_op, submit
+from shared.store.tables import Tables, delete_partition, etag_of, match, replace_op, submit
 
 RUNS, REJECTIONS, ACTIVE_RUNS = "runs", "rejections", "activeruns"
 
@@ -336,20 +336,9 @@ class RejectionRepository:
         if eid is None or rid is None:
             return
         pk = join_keys(eid, rid)
-        client = self._tables.client(REJECTIONS)
-        with translated(f"delete rejections of run {run_id!r}"):
-            keys = [
-                e["RowKey"]
-                for e in client.query_entities(
-                    "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"]
-                )
-            ]
-        with contextlib.suppress(NotFoundError):  # deleted concurrently: idempotent
-            submit(
-                client,
-                [("delete", {"PartitionKey": pk, "RowKey": k}) for k in keys],
-                f"delete rejections of run {run_id!r}",
-            )
+        delete_partition(
+            self._tables.client(REJECTIONS), pk, f"delete rejections of run {run_id!r}"
+        )
 
 
 # --- active-run markers -----------------------------------------------------------------------

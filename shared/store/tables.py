@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
-from shared.errors import ConfigurationError, StoreUnavailableError
+from shared.errors import ConfigurationError, NotFoundError, StoreUnavailableError
 from shared.store._boundary import register_cache, translated
 from shared.store.limits import (
     INT32_MAX,
@@ -159,6 +160,19 @@ def submit(client: TableClient, operations: Sequence[Operation], what: str) -> N
                 if delay is None:
                     raise
                 time.sleep(delay)
+
+
+def delete_partition(client: TableClient, pk: str, what: str) -> None:
+    """Delete every row of one partition; idempotent (a concurrent delete is not an error)."""
+    with translated(what):
+        keys = [
+            e["RowKey"]
+            for e in client.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"]
+            )
+        ]
+    with contextlib.suppress(NotFoundError):  # deleted concurrently
+        submit(client, [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in keys], what)
 
 
 def replace_op(entity: Mapping[str, Any]) -> Operation:
