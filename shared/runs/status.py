@@ -2,13 +2,15 @@
 
 Final status rule (applied once every segment was attempted, unless canceled):
 
-* ``succeeded`` — every segment synced completely, no member was left out, and Sales accepted
-  every add/remove (no ``failed`` members). An empty segment counts as synced.
+* ``succeeded`` — every segment synced completely (each list equals its matched members) and
+  Sales accepted every add/remove (no ``failed`` members). An empty segment counts as synced.
+  Members left out for data reasons (no customer record, no or bad contact id, contact missing
+  or inactive, duplicate contact) do not lower the status: nearly every real segment has a few,
+  and a status that is never green teaches people to ignore it. They are counted per reason on
+  each segment, summed in the run's reason, and listed in the rejections.
 * ``partially-succeeded`` — at least one segment synced completely, but something is short of
-  the full result: another segment failed, members were left out (no customer record, no or bad
-  contact id, contact missing or inactive, duplicate contact), or Sales refused some members.
-  A run whose members all went unmatched is partially-succeeded with a reason that says so
-  (the lists are still in step with what could be matched).
+  the full result: another segment failed, Sales refused some members, or not a single member
+  of a non-empty segment matched (almost always a wrong contact-ID field: the reason says so).
 * ``failed`` — every segment failed, or the whole run failed (credential refused, server
   unreachable, export or connection gone, retries exhausted).
 * ``canceled`` — someone asked to cancel; the worker stopped at the next chunk boundary.
@@ -71,15 +73,14 @@ def decide_final_status(segments: Sequence[SegmentResult]) -> tuple[RunStatus, s
             f"none of the {members:,} members matched an active contact: check the connection's "
             "contact-ID field and the customer rows (see the rejections)"
         )
-    elif left_out:
-        by_reason = ", ".join(f"{reason} {count:,}" for reason, count in sorted(left_out.items()))
-        parts.append(f"{sum(left_out.values()):,} members left out ({by_reason}); see rejections")
     refused = sum(s.failed for s in synced)
     if refused:
         parts.append(f"Sales refused {refused:,} member changes; see rejections")
-    if parts:
-        return RunStatus.PARTIALLY_SUCCEEDED, "; ".join(parts)
-    return RunStatus.SUCCEEDED, None
+    status = RunStatus.PARTIALLY_SUCCEEDED if parts else RunStatus.SUCCEEDED
+    if left_out and matched:
+        by_reason = ", ".join(f"{reason} {count:,}" for reason, count in sorted(left_out.items()))
+        parts.append(f"{sum(left_out.values()):,} members left out ({by_reason}); see rejections")
+    return status, ("; ".join(parts) if parts else None)
 
 
 def _describe_failed(failed: Sequence[SegmentResult]) -> str:

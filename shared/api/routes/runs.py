@@ -225,7 +225,7 @@ def list_rejections(
 @router.post(
     "/api/exports/{export_id}/runs/{run_id}/cancel",
     response_model=RunOut,
-    summary="Cancel a run (Admin, Contributor); a running run stops at its next slice boundary",
+    summary="Cancel a run (Admin, Contributor); a running run stops at its next chunk boundary",
     responses={202: {"model": RunOut, "description": "cancel requested; the run is stopping"}},
 )
 def cancel(
