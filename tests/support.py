@@ -77,15 +77,21 @@ def azurite_command() -> list[str]:
 
 
 def start_azurite(
-    table_port: int | None = None, queue_port: int | None = None, blob_port: int | None = None
+    table_port: int | None = None,
+    queue_port: int | None = None,
+    blob_port: int | None = None,
+    *,
+    location: Path | None = None,
 ) -> Azurite:
-    """Start Azurite in memory; the same ports may be given again to 'restart' it."""
+    """Start Azurite in memory, or on disk under ``location`` so that a restart on the same
+    ports loses nothing (Azurite refuses --inMemoryPersistence together with --location)."""
     tp, qp, bp = table_port or free_port(), queue_port or free_port(), blob_port or free_port()
+    persistence = ["--location", str(location)] if location else ["--inMemoryPersistence"]
     proc = subprocess.Popen(
         [
             *azurite_command(),
             "--silent",
-            "--inMemoryPersistence",
+            *persistence,
             "--disableTelemetry",
             "--skipApiVersionCheck",
             "--tableHost",

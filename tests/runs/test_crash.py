@@ -33,7 +33,7 @@ from tests.runs.helpers import (
     seed_customers,
     seed_segment,
 )
-from tests.support import DEV_ACCOUNT_KEY, REPO, Azurite, free_port, wait_for_port
+from tests.support import DEV_ACCOUNT_KEY, REPO, Azurite, start_azurite
 
 WAIT_LIMIT = 180.0  # safety bound against hangs, not a timing assertion
 
@@ -214,37 +214,7 @@ def test_workers_killed_at_ten_random_points_of_a_20k_export_still_converge(
 
 def start_disk_azurite(location: Path, ports: tuple[int, int, int] | None = None) -> Azurite:
     """Azurite that keeps its data on disk, so a restart on the same ports loses nothing."""
-    from tests.support import azurite_command
-
-    tp, qp, bp = ports or (free_port(), free_port(), free_port())
-    proc = subprocess.Popen(
-        [
-            *azurite_command(),
-            "--silent",
-            "--disableTelemetry",
-            "--skipApiVersionCheck",
-            "--location",
-            str(location),
-            "--tableHost",
-            "127.0.0.1",
-            "--tablePort",
-            str(tp),
-            "--queueHost",
-            "127.0.0.1",
-            "--queuePort",
-            str(qp),
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(bp),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    for port in (tp, qp, bp):
-        wait_for_port(port, proc)
-    return Azurite(proc=proc, table_port=tp, queue_port=qp, blob_port=bp)
+    return start_azurite(*(ports or (None, None, None)), location=location)
 
 
 @pytest.mark.slow
