@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
+from fastapi import Header
 from pydantic import BaseModel, ValidationError
 
 from shared.api.problems import ApiProblem, validation_problem
 
 MAX_CONTINUATION = 2048
+IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=512)]
+ETAG_HEADER = {"ETag": {"description": "version of the resource", "schema": {"type": "string"}}}
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -102,19 +102,16 @@ def parse_segment_members(data: bytes, content_type: str | None) -> list[str]:
     return ids
 
 
-def _json_members(text: str) -> list[Any]:
+def _load_json(text: str) -> Any:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
-        raise ImportFormatError(
-            [
-                RowError(
-                    0,
-                    "",
-                    f"malformed JSON at line {error.lineno} column {error.colno}: {error.msg}",
-                )
-            ]
-        ) from error
+        message = f"malformed JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        raise ImportFormatError([RowError(0, "", message)]) from error
+
+
+def _json_members(text: str) -> list[Any]:
+    data = _load_json(text)
     if isinstance(data, Mapping):
         if set(data) != {"members"}:
             raise ImportFormatError(
@@ -189,18 +186,7 @@ def parse_customer_rows(
 
 
 def _json_rows(text: str) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ImportFormatError(
-            [
-                RowError(
-                    0,
-                    "",
-                    f"malformed JSON at line {error.lineno} column {error.colno}: {error.msg}",
-                )
-            ]
-        ) from error
+    data = _load_json(text)
     if not isinstance(data, list):
         raise ImportFormatError([RowError(0, "", "expected a JSON array of customer objects")])
     errors = [

@@ -7,10 +7,17 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from shared.api.addresses import AddressError, normalise_server_address
-from shared.api.common import check_if_match, merge_patch, utc_now_iso, validate_document
+from shared.api.common import (
+    ETAG_HEADER,
+    IfMatch,
+    check_if_match,
+    merge_patch,
+    utc_now_iso,
+    validate_document,
+)
 from shared.api.deps import admin, any_role, get_settings, get_store
 from shared.api.identity import Caller
 from shared.api.problems import ApiProblem, field_error
@@ -35,8 +42,6 @@ log = logging.getLogger("shared.api")
 router = APIRouter(prefix="/api/connections", tags=["connections"])
 
 ConnectionId = Annotated[str, Path(pattern=RESOURCE_ID_PATTERN, description="connection id")]
-IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=512)]
-ETAG_HEADER = {"ETag": {"description": "version of the resource", "schema": {"type": "string"}}}
 
 
 def usable_by_contributors(connection: Connection) -> bool:

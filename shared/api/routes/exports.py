@@ -8,9 +8,16 @@ import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 
-from shared.api.common import check_if_match, merge_patch, utc_now_iso, validate_document
+from shared.api.common import (
+    ETAG_HEADER,
+    IfMatch,
+    check_if_match,
+    merge_patch,
+    utc_now_iso,
+    validate_document,
+)
 from shared.api.deps import any_role, contributor, get_store
 from shared.api.identity import Caller
 from shared.api.problems import ApiProblem
@@ -33,8 +40,6 @@ log = logging.getLogger("shared.api")
 router = APIRouter(prefix="/api/exports", tags=["exports"])
 
 ExportId = Annotated[str, Path(pattern=RESOURCE_ID_PATTERN, description="export id")]
-IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=512)]
-ETAG_HEADER = {"ETag": {"description": "version of the resource", "schema": {"type": "string"}}}
 
 
 class ExportMerged(ExportIn):
