@@ -103,6 +103,7 @@ def run_case(
         "phase": phase,
         **ours,
         "emulator": stats,
+        "time_scale": info["time_scale"],
         "serial_paging_seconds": serial_paging_seconds(log, info),
     }
 
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-parallel", type=int, default=8)
     p.add_argument("--no-naive", action="store_true")
+    p.add_argument("--save", default=None, help="also write the raw figures (JSON) to this file")
     p.add_argument(
         "--naive-time-scale",
         type=float,
@@ -224,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         size = min(sizes)
         with emulator(size + 10, args.naive_time_scale, args.seed) as info:
             rows.append(run_case(info, size, "naive", None, args.seed, args.max_parallel))
+    if args.save:
+        with open(args.save, "w", encoding="utf-8") as out:
+            json.dump(rows, out, indent=1)
     print(report(rows, args.time_scale))
     return 0
 
