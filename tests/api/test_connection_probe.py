@@ -20,11 +20,8 @@ SETTING = "CONTOSO_SALES_SECRET"
 def emu() -> Iterator[Any]:
     from emulator import EmulatorConfig, start_emulator
 
-    running = start_emulator(EmulatorConfig(contacts=200, seed=3, time_scale=0.01))
-    try:
+    with start_emulator(EmulatorConfig(contacts=200, seed=3, time_scale=0.01)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _client(make_client: Callable[..., TestClient], emu: Any, secret: str) -> TestClient:

@@ -18,13 +18,10 @@ EMULATOR_CONTACTS = 30_000
 
 @pytest.fixture(scope="session")
 def emu() -> Iterator[Any]:
-    running = start_emulator(
+    with start_emulator(
         EmulatorConfig(contacts=EMULATOR_CONTACTS, inactive_fraction=0.05, seed=11, time_scale=0.01)
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

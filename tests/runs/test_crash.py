@@ -106,11 +106,8 @@ def current(store: Any, run: Run) -> Run:
 @pytest.fixture(scope="module")
 def crash_emu() -> Iterator[Any]:
     # Slow enough that adds take seconds (500-member chunk: 0.3 s), so kills land mid-apply too.
-    running = start_emulator(EmulatorConfig(contacts=25_000, seed=51, time_scale=0.3))
-    try:
+    with start_emulator(EmulatorConfig(contacts=25_000, seed=51, time_scale=0.3)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.mark.slow

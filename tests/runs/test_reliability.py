@@ -33,11 +33,8 @@ from tests.support import Azurite, free_port
 @pytest.fixture(scope="module")
 def slow_emu() -> Iterator[Any]:
     """Real-time costs: a 100-member chunk takes at least 0.22 s, so tiny slices must split."""
-    running = start_emulator(EmulatorConfig(contacts=5000, seed=21, time_scale=1.0))
-    try:
+    with start_emulator(EmulatorConfig(contacts=5000, seed=21, time_scale=1.0)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def open_test_store(settings: Settings) -> Any:
