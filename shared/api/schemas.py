@@ -8,7 +8,6 @@ of the app setting with its secret).
 from __future__ import annotations
 
 import re
-import string
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,6 +19,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from shared.listname import LIST_NAME_MAX, template_fields
 from shared.models import (
     Audit,
     Connection,
@@ -38,7 +38,6 @@ RESOURCE_ID_PATTERN = r"^[0-9a-f]{32}$"  # connection and export ids: uuid4 hex
 RUN_ID_PATTERN = r"^[0-9A-Za-z-]{1,64}$"
 # Segment names become Table keys: no / \ # ? and no control characters.
 SEGMENT_NAME_PATTERN = r"^[^/\\#?\x00-\x1f\x7f-\x9f]{1,100}$"
-LIST_NAME_MAX = 128  # Dataverse list.listname maximum length
 MAX_SEGMENTS = 50
 
 
@@ -269,32 +268,8 @@ def connection_summary(connection: Connection) -> ConnectionSummary:
 # --- exports -----------------------------------------------------------------------------------
 
 
-def list_name_fields(template: str) -> list[str]:
-    """Placeholder names in a list-name template; ValueError if the template is malformed."""
-    names = []
-    for _, field_name, spec, conversion in string.Formatter().parse(template):
-        if field_name is None:
-            continue
-        if field_name not in ("segment", "export") or spec or conversion:
-            raise ValueError("only the placeholders {segment} and {export} are allowed")
-        names.append(field_name)
-    return names
-
-
-def render_list_name(template: str, *, segment: str, export: str) -> str:
-    list_name_fields(template)
-    return template.format(segment=segment, export=export)
-
-
 def _template(value: str) -> str:
-    try:
-        list_name_fields(value)
-    except ValueError as exc:
-        if "placeholders" in str(exc):
-            raise
-        raise ValueError(
-            "braces must form {segment} or {export} (write {{ or }} for a brace)"
-        ) from None
+    template_fields(value)  # ListNameError (a ValueError) names what is wrong
     return value
 
 

@@ -33,6 +33,7 @@ from shared.errors import (
     NotFoundError,
     PreconditionFailedError,
 )
+from shared.listname import ListNameError, render_list_name
 from shared.models import (
     Connection,
     Export,
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 PROGRESS_SAVE_INTERVAL = 1.5  # seconds between progress writes while a segment is applied
 CANCEL_POLL_INTERVAL = 2.0  # seconds between cancel checks (one run read each)
 CONTINUATION_DELAY = 1  # seconds; lets this slice record the hand-off before the next starts
-LIST_NAME_MAX = 128  # Dataverse list.listname length
 
 ClientOpener = Callable[[Connection, Settings], AbstractContextManager[Any]]
 
@@ -101,12 +101,6 @@ def _wait_for_lease(store: Any, settings: Settings, message: RunMessage) -> int:
         return 1
     remaining = float(current.expires_at) - time.time()
     return int(max(1, min(fallback, math.ceil(remaining))))
-
-
-def render_list_name(template: str, segment: str, export: Export) -> str:
-    """Replace {segment} and {export}; plain replacement, so other braces stay as typed."""
-    name = template.replace("{segment}", segment).replace("{export}", export.display_name)
-    return name.strip()[:LIST_NAME_MAX] or segment[:LIST_NAME_MAX]
 
 
 def process_message(
@@ -415,16 +409,23 @@ class _Slice:
             )
             self.writer.save()
             return
+        try:
+            list_name = render_list_name(export.list_name, segment=name, export=export.display_name)
+        except ListNameError as exc:
+            self._set_segment(index, replace(base, error=f"the export's listName {exc}"))
+            self.writer.save()
+            return
         state = states.get(name)
         known_list = {"id": state.list_id if state else None}
 
         def remember_list(result: SegmentResult) -> None:
             if run.dry_run or not result.list_id or result.list_id == known_list["id"]:
                 return
-            list_name = result.list_name or render_list_name(export.list_name, name, export)
             self.store.export_state.put(
                 export.id,
-                SegmentListState(segment=name, list_id=result.list_id, list_name=list_name),
+                SegmentListState(
+                    segment=name, list_id=result.list_id, list_name=result.list_name or list_name
+                ),
             )
             known_list["id"] = result.list_id
 
@@ -450,7 +451,7 @@ class _Slice:
             customer_ids=members,
             lookup_customers=self._customer_lookup(members),
             contact_id_field=self.connection.contact_id_field,
-            list_name=render_list_name(export.list_name, name, export),
+            list_name=list_name,
             mode=export.mode,
             list_id=state.list_id if state else None,
             dry_run=run.dry_run,

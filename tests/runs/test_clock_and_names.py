@@ -1,12 +1,11 @@
-"""Run ids, list-name rendering and slice arithmetic."""
+"""Run ids and slice arithmetic (list names: tests/test_listname.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared.models import Export
 from shared.runs.clock import new_run_id, run_id_created_at, utc_now_iso
-from shared.runs.worker import busy_delay, render_list_name, slice_budget
+from shared.runs.worker import busy_delay, slice_budget
 from shared.settings import Settings
 
 
@@ -28,13 +27,6 @@ def test_run_ids_carry_their_creation_time_and_sort_by_it() -> None:
 def test_timestamps_are_utc_with_z() -> None:
     stamp = utc_now_iso()
     assert stamp.endswith("Z") and "T" in stamp
-
-
-def test_list_name_template_replaces_segment_and_export_only() -> None:
-    export = Export(id="e1", display_name="Spring promo", connection_id="c1", segments=["VIP"])
-    assert render_list_name("{export} - {segment} {x}", "VIP", export) == "Spring promo - VIP {x}"
-    assert render_list_name("{segment}", "VIP", export) == "VIP"
-    assert len(render_list_name("{segment}", "v" * 300, export)) == 128
 
 
 def test_slice_budget_keeps_a_margin_and_busy_delay_is_bounded() -> None:

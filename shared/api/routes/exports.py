@@ -22,7 +22,6 @@ from shared.api.deps import any_role, contributor, get_store
 from shared.api.identity import Caller
 from shared.api.problems import ApiProblem
 from shared.api.schemas import (
-    LIST_NAME_MAX,
     RESOURCE_ID_PATTERN,
     ExportIn,
     ExportList,
@@ -31,9 +30,9 @@ from shared.api.schemas import (
     ResourceId,
     export_input_dict,
     export_out,
-    render_list_name,
 )
 from shared.errors import NotFoundError, PreconditionFailedError
+from shared.listname import ListNameError, render_list_name
 from shared.models import Audit, Connection, Export, Role, UsableBy
 
 log = logging.getLogger("shared.api")
@@ -129,17 +128,12 @@ def check_references(
 def _list_name_errors(
     template: str, export_name: str, segments: Sequence[str]
 ) -> list[dict[str, str]]:
-    names = [render_list_name(template, segment=s, export=export_name) for s in segments]
-    longest = max((len(n) for n in names), default=0)
-    if longest > LIST_NAME_MAX:
-        return [
-            {
-                "field": "listName",
-                "message": f"renders to {longest} characters; Dataverse allows {LIST_NAME_MAX}",
-            }
-        ]
-    if any(not n.strip() for n in names):
-        return [{"field": "listName", "message": "renders to an empty name"}]
+    names = []
+    for segment in segments:
+        try:
+            names.append(render_list_name(template, segment=segment, export=export_name))
+        except ListNameError as exc:
+            return [{"field": "listName", "message": str(exc)}]
     if len(set(names)) != len(names):
         return [
             {
