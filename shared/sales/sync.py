@@ -84,9 +84,10 @@ class SegmentSyncResult:
     """``result.members``/``matched``/``left_out`` and ``rejections`` are absolute for this call;
     ``added``/``removed``/``failed`` count what this call applied (in a dry run: what it would
     add/remove; a list that would be created shows ``list_created`` with ``list_id`` None).
-    ``matched`` = members already in the list + validated adds - adds Sales refused; members
-    already in the list are not re-validated. ``failed`` counts members Sales refused in a bulk
-    call (isolated by bisection); refused adds are also ``rejected-by-sales`` rejections."""
+    ``matched`` = active members already in the list + validated adds - adds that did not land.
+    ``failed`` counts members Sales refused in a bulk call (isolated by bisection); refused adds
+    are also ``rejected-by-sales`` rejections. An add answered 404 for the contact (deleted after
+    validation) is a ``contact-not-found`` rejection, not a failure."""
 
     result: SegmentResult
     rejections: list[Rejection] = field(default_factory=list)
@@ -155,7 +156,7 @@ class _SegmentSync:
         self.cut_any = False  # add chunks are cut with one size, fixed at the first cut
         self.kept = 0
         self.valid = 0  # validated adds that Sales should accept
-        self.refused = 0  # adds Sales refused (rejected-by-sales)
+        self.refused = 0  # validated adds that did not land (refused, or the contact vanished)
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -608,13 +609,19 @@ class _SegmentSync:
         return _Task("remove", contact_ids=tuple(c for c in task.contact_ids if c != contact_id))
 
     def _refuse(self, task: _Task, contact_id: str, exc: SalesError) -> None:
-        self.result.failed += 1
+        """One member isolated from a failed bulk call. A 404 is the contact itself (the list's
+        404 was ruled out by the caller): deleted after validation, so the member is left out as
+        ``contact-not-found`` (and a removal has nothing left to remove), not refused by Sales."""
         self.result.progress.done += 1
         message = str(exc)[:300]
+        gone = isinstance(exc, SalesNotFoundError)
+        if not gone:
+            self.result.failed += 1
         if task.kind == "add":
             self.refused += 1
             customer = next(a.customer_id for a in task.adds if a.contact_id == contact_id)
-            self._reject(
-                Rejection(customer, RejectionReason.REJECTED_BY_SALES, contact_id, message)
+            reason = (
+                RejectionReason.CONTACT_NOT_FOUND if gone else RejectionReason.REJECTED_BY_SALES
             )
+            self._reject(Rejection(customer, reason, contact_id, message))
         self._publish()

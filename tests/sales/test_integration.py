@@ -114,10 +114,10 @@ def test_contact_deleted_between_validation_and_add_is_isolated(emu: Any) -> Non
         victim
     }
     (rejection,) = out.rejections
-    assert rejection.reason is RejectionReason.REJECTED_BY_SALES
+    assert rejection.reason is RejectionReason.CONTACT_NOT_FOUND  # Sales said 404, not refused
     assert rejection.customer_id == f"cust-{victim_index}" and rejection.contact_id == victim
     assert "Does Not Exist" in rejection.detail
-    assert out.result.failed == 1 and out.result.added == len(indices) - 1
+    assert out.result.failed == 0 and out.result.added == len(indices) - 1
 
 
 def test_token_expiry_mid_run_refreshes_once_and_finishes(emu: Any) -> None:
@@ -248,7 +248,7 @@ def test_every_rejection_reason_is_reported(emu: Any) -> None:
         "malformed": RejectionReason.MALFORMED_CONTACT_ID,
         "ghost": RejectionReason.CONTACT_NOT_FOUND,
         "twin": RejectionReason.DUPLICATE_CONTACT,
-        "deleted": RejectionReason.REJECTED_BY_SALES,
+        "deleted": RejectionReason.CONTACT_NOT_FOUND,  # deleted after validation: 404
         "nobody": RejectionReason.NO_CUSTOMER_RECORD,
         f"cust-{inactive}": RejectionReason.CONTACT_INACTIVE,
     }

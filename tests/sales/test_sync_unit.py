@@ -201,10 +201,14 @@ def test_contact_deleted_after_validation_is_isolated(make_client: MakeClient, n
     out = sync_segment(make_client(fake, max_parallel=1), request(rows, list(rows), chunk_size=8))
     assert only_list(fake).members == {guid(i) for i in range(16)} - {victim}
     (rejection,) = out.rejections
-    assert rejection.reason is RejectionReason.REJECTED_BY_SALES
+    # Sales said 404 "contact With Id = ... Does Not Exist": the member is left out as not found
+    # (like a contact missing at validation), not refused by Sales (which turns the run amber).
+    assert rejection.reason is RejectionReason.CONTACT_NOT_FOUND
     assert rejection.customer_id == "cust-5" and rejection.contact_id == victim
     assert "Does Not Exist" in rejection.detail
-    assert out.result.added == 15 and out.result.failed == 1 and out.result.matched == 15
+    assert out.result.added == 15 and out.result.failed == 0 and out.result.matched == 15
+    assert out.result.left_out == {"contact-not-found": 1}
+    assert out.result.complete and out.result.progress.done == out.result.progress.total
     adds = fake.count("AddListMembersList")
     # 2 chunks of 8; the bad one: named -> 1 retry without it; bisection -> 2*log2(8) more
     assert adds == (2 + 1 if named else 2 + 6)
