@@ -11,6 +11,11 @@ Service protection rules this client keeps (see reference/dataverse-web-api.md Â
 - 401: refresh the token once and re-send; a second 401 is an ``AuthenticationError``.
 - No cookie jar, so the ARRAffinity cookie is never sent back and requests spread over servers.
 - Parallel callers size their pools with ``dop`` = min(x-ms-dop-hint, configured maximum).
+- A ``deadline`` (the caller's clock) bounds every wait: a gate wait, a Retry-After or a backoff
+  that would end after it raises ``WaitBeyondDeadline`` instead of sleeping past it.
+- The gate is a ``Gate`` Protocol: ``ThrottleGate`` serves one process; a gate shared by every
+  process of an identity (``shared.runs.shared_budget``) is wired in by the caller, so this
+  module never knows where the shared state lives.
 Errors carry status, service error code, request id and a short body excerpt, never a token.
 """
 
@@ -24,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -51,6 +56,43 @@ class SalesNotFoundError(FatalSalesError):
 
 class SalesBadRequestError(FatalSalesError):
     """400-class refusal of one request (not auth, not throttling)."""
+
+
+class WaitBeyondDeadline(TransientSalesError):
+    """A wait for the throttling budget (gate, Retry-After, backoff) would end after the
+    caller's deadline: the caller stops and resumes later instead of outliving its budget."""
+
+
+def check_wait(
+    clock: Callable[[], float], deadline: float | None, seconds: float, why: str
+) -> None:
+    """Raise WaitBeyondDeadline when waiting ``seconds`` from now would pass ``deadline``."""
+    if deadline is not None and clock() + seconds > deadline:
+        raise WaitBeyondDeadline(
+            f"{why}: a wait of {seconds:.1f} s would end after the slice's deadline "
+            f"({max(0.0, deadline - clock()):.1f} s left); stopping here, the next slice resumes"
+        )
+
+
+class Gate(Protocol):
+    """What the client needs from a throttling gate. ``enter`` blocks until a request may leave
+    (True when it goes as the probe after a 429) and raises WaitBeyondDeadline rather than
+    waiting past ``deadline``; ``leave`` reports its answer; ``close_for`` records a 429's wait;
+    ``set_capacity`` tells the gate the requests the caller keeps in flight (its dop)."""
+
+    spacing: float
+
+    def enter(self, deadline: float | None = None) -> bool: ...
+
+    def leave(self, probe: bool, *, throttled: bool) -> None: ...
+
+    def close_for(self, seconds: float) -> None: ...
+
+    def observe(self, seconds: float) -> None: ...
+
+    def learn_latency(self, seconds: float) -> None: ...
+
+    def set_capacity(self, requests: int) -> None: ...
 
 
 class _NoCookies(httpx.BaseTransport):
@@ -137,8 +179,12 @@ class ThrottleGate:
         with self._cond:
             return self._not_before - self._clock()
 
-    def enter(self) -> bool:
-        """Block until this thread may send; True when it was let through as the probe."""
+    def set_capacity(self, requests: int) -> None:
+        """In-process callers bound their own parallelism (pool sizes); nothing to do."""
+
+    def enter(self, deadline: float | None = None) -> bool:
+        """Block until this thread may send; True when it was let through as the probe.
+        Raises WaitBeyondDeadline instead of waiting past ``deadline`` (this gate's clock)."""
         while True:
             with self._cond:
                 now = self._clock()
@@ -151,8 +197,10 @@ class ThrottleGate:
                         self._probe_out = True
                         self._last_start = now
                         return True
+                    check_wait(self._clock, deadline, 0.0, "waiting for the probe's answer")
                     self._cond.wait(timeout=1.0)  # the probe's answer wakes us
                     continue
+            check_wait(self._clock, deadline, remaining, "throttled (Retry-After)")
             self._sleep(remaining)
 
     def leave(self, probe: bool, *, throttled: bool) -> None:
@@ -245,12 +293,13 @@ class SalesClient:
         page_size: int = 5000,
         timeout: float = 120.0,
         retry: RetryPolicy | None = None,
-        gate: ThrottleGate | None = None,
+        gate: Gate | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         dop_hint: int | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.server_address = server_address.rstrip("/")
         self.api_url = self.server_address + API_PATH
@@ -265,7 +314,9 @@ class SalesClient:
             gate = ThrottleGate(clock=clock, sleep=sleep, spacing=self.retry.start_spacing)
         else:  # a gate shared across clients keeps what it learnt
             gate.spacing = max(gate.spacing, self.retry.start_spacing)
-        self.gate = gate
+        self.gate: Gate = gate
+        # No wait (gate, Retry-After, backoff) ends after this (``clock`` time); None: unbounded.
+        self.deadline = deadline
         self._dop_hint = dop_hint
         self._dop_lock = threading.Lock()
         self._counter_lock = threading.Lock()
@@ -277,6 +328,7 @@ class SalesClient:
         if isinstance(verify, str):  # a CA file to trust (the local emulator)
             verify = ssl.create_default_context(cafile=verify)
         inner = transport or httpx.HTTPTransport(verify=verify, limits=limits)
+        self.gate.set_capacity(self.dop)
         self._http = httpx.Client(
             base_url=self.api_url,
             auth=BearerAuth(tokens),
@@ -329,7 +381,10 @@ class SalesClient:
         hint = response.headers.get("x-ms-dop-hint")
         if hint and hint.strip().isdigit():
             with self._dop_lock:
+                changed = self._dop_hint != max(1, int(hint.strip()))
                 self._dop_hint = max(1, int(hint.strip()))
+            if changed:
+                self.gate.set_capacity(self.dop)
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -375,7 +430,7 @@ class SalesClient:
         attempt = 0
         refreshed = False
         while True:
-            probe = self.gate.enter()
+            probe = self.gate.enter(self.deadline)
             with self._counter_lock:
                 self.requests_sent += 1
             started = self._clock()
@@ -388,7 +443,7 @@ class SalesClient:
                     raise TransientSalesError(
                         f"{context}: network error ({type(exc).__name__}), {attempt} attempt(s)"
                     ) from None
-                self._sleep(self._backoff(attempt))
+                self._pause(self._backoff(attempt), context)
                 continue
             except BaseException:
                 self.gate.leave(probe, throttled=False)
@@ -418,9 +473,14 @@ class SalesClient:
             if status in RETRIABLE_STATUS and retry_unsafe:
                 attempt += 1
                 if attempt <= self.retry.max_retries:
-                    self._sleep(self._backoff(attempt))
+                    self._pause(self._backoff(attempt), context)
                     continue
             raise error_for(status, response.headers, response.content, context)
+
+    def _pause(self, seconds: float, context: str) -> None:
+        """Back off before a retry, unless that would outlive the deadline."""
+        check_wait(self._clock, self.deadline, seconds, f"{context}: backing off before a retry")
+        self._sleep(seconds)
 
     # --- conveniences ------------------------------------------------------------------------
 
@@ -491,6 +551,6 @@ class SalesClient:
             if throttle:
                 self.gate.close_for(throttle + self.retry.retry_after_margin)
             else:
-                self._sleep(self._backoff(attempt))
+                self._pause(self._backoff(attempt), "$batch")
             pending = retry_next
         return [r for r in results if r is not None]

@@ -19,7 +19,7 @@ import httpx
 from shared.errors import ConfigurationError
 from shared.models import Connection, CredentialKind
 from shared.sales.auth import ManagedIdentityProvider, MsalClientSecretProvider, TokenProvider
-from shared.sales.client import RetryPolicy, SalesClient, ThrottleGate
+from shared.sales.client import Gate, RetryPolicy, SalesClient, ThrottleGate
 from shared.settings import Settings
 
 DOP_HINT_TTL = 900.0  # seconds a remembered x-ms-dop-hint stays trusted
@@ -39,6 +39,13 @@ def _identity_key(connection: Connection, settings_key: tuple[str, ...]) -> tupl
         cred.client_id or "",
         *settings_key,
     )
+
+
+def identity_key(connection: Connection) -> str:
+    """A stable, opaque name for (environment, app identity): whose throttling budget a request
+    spends. A hash, so it can be a storage key and shows no tenant or client id."""
+    raw = "\n".join(_identity_key(connection, ()))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
 
 
 def build_token_provider(connection: Connection, settings: Settings) -> TokenProvider:
@@ -81,7 +88,8 @@ def _shared_provider(connection: Connection, settings: Settings) -> TokenProvide
         return provider
 
 
-def _shared_gate(connection: Connection) -> ThrottleGate:
+def process_gate(connection: Connection) -> ThrottleGate:
+    """This process's gate for the connection's identity (shared by its threads and slices)."""
     key = _identity_key(connection, ())
     with _lock:
         gate = _gates.get(key)
@@ -120,8 +128,12 @@ def open_sales_client(
     *,
     transport: httpx.BaseTransport | None = None,
     retry: RetryPolicy | None = None,
+    gate: Gate | None = None,
+    deadline: float | None = None,
 ) -> Iterator[SalesClient]:
-    """A SalesClient for ``connection``; closes its HTTP pool on exit."""
+    """A SalesClient for ``connection``; closes its HTTP pool on exit. ``gate`` replaces this
+    process's gate (the runs wire one shared by every process of the identity); ``deadline``
+    (time.monotonic) bounds every wait of the client's requests."""
     server = connection.server_address.rstrip("/").lower()
     client = SalesClient(
         connection.server_address,
@@ -131,9 +143,10 @@ def open_sales_client(
         page_size=settings.sales_page_size,
         timeout=settings.sales_timeout_seconds,
         retry=retry or RetryPolicy(max_retries=settings.sales_max_retries),
-        gate=_shared_gate(connection),
+        gate=gate or process_gate(connection),
         transport=transport,
         dop_hint=_remembered_dop(server),
+        deadline=deadline,
     )
     try:
         yield client

@@ -13,10 +13,12 @@ keys.encode_key (``~XX``) and kept verbatim in a property:
   segments       "segment" / segment name                   header: Version, Chunks, Members
   segmentchunks  version / <chunk no>                       P0..P14: newline-joined member ids
   customers      b<crc32 % 32> / customer id                CustomerId + any columns
+  budgets        budget key / "state" | p~<participant>     shared throttling budget (budgets.py)
 
 Queue ``settings.run_queue``: base64(JSON ``{"exportId", "runId", "slice"}``).
 """
 
+from shared.store.budgets import BudgetRepository, BudgetSnapshot, Participant
 from shared.store.customers import CustomerRepository, ImportReport, RowError
 from shared.store.imports import ImportFormatError, parse_customer_rows, parse_segment_members
 from shared.store.leases import Lease, LeaseRepository
@@ -33,6 +35,8 @@ from shared.store.store import Store, open_store
 
 __all__ = [
     "ActiveRunRepository",
+    "BudgetRepository",
+    "BudgetSnapshot",
     "ConnectionRepository",
     "CustomerRepository",
     "ExportRepository",
@@ -41,6 +45,7 @@ __all__ = [
     "ImportReport",
     "Lease",
     "LeaseRepository",
+    "Participant",
     "ReceivedRun",
     "RejectionRecord",
     "RejectionRepository",

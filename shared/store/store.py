@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.settings import Settings
+from shared.store.budgets import BUDGETS, BudgetRepository
 from shared.store.customers import CUSTOMERS, CustomerRepository
 from shared.store.leases import LEASES, LeaseRepository
 from shared.store.queue import RunQueue
@@ -40,6 +41,7 @@ TABLES = (
     SEGMENTS,
     SEGMENT_CHUNKS,
     CUSTOMERS,
+    BUDGETS,
 )
 
 
@@ -75,6 +77,7 @@ class Store:
         self.leases = LeaseRepository(self.tables, clock)
         self.segments = SegmentRepository(self.tables)
         self.customers = CustomerRepository(self.tables)
+        self.budgets = BudgetRepository(self.tables, clock)
         self.queue = RunQueue(
             settings.storage_connection, settings.run_queue, **{**QUEUE_RETRY, **options}
         )

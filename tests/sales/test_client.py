@@ -14,6 +14,7 @@ from shared.sales.client import (
     SalesClient,
     SalesNotFoundError,
     ThrottleGate,
+    WaitBeyondDeadline,
     parse_retry_after,
 )
 from tests.sales.conftest import FakeTime, StaticTokens
@@ -319,3 +320,25 @@ def test_after_a_429_one_probe_goes_first_and_the_rest_wait_for_its_answer(
     assert results == [True]  # after the new wait, the waiting thread is the next probe
     gate.leave(True, throttled=False)
     assert gate.enter() is False  # the probe passed: the gate is fully open again
+
+
+def test_a_retry_after_past_the_deadline_stops_instead_of_waiting(
+    make_client: MakeClient, fake_time: FakeTime
+) -> None:
+    fake = FakeDataverse()
+    fake.hook = lambda request, kind: _throttle("30")
+    client = make_client(fake)
+    client.deadline = fake_time.clock() + 10
+    with pytest.raises(WaitBeyondDeadline, match="deadline"):
+        client.who_am_i()
+    assert len(fake.requests) == 1 and fake_time.sleeps == []  # no wait, no second request
+
+
+def test_a_backoff_past_the_deadline_stops(make_client: MakeClient, fake_time: FakeTime) -> None:
+    fake = FakeDataverse()
+    fake.hook = lambda request, kind: httpx.Response(503)
+    client = make_client(fake)
+    client.deadline = fake_time.clock() + 0.1
+    with pytest.raises(WaitBeyondDeadline, match="backing off"):
+        client.who_am_i()
+    assert len(fake.requests) == 1

@@ -1,0 +1,108 @@
+"""The gate shared by every worker of one identity (Table Storage on Azurite): a 429 seen by one
+process holds back the others, in-flight shares add up to the dop hint, waits respect deadlines.
+Two Store objects stand for two worker processes (each has its own cache of the shared state)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from shared.runs.shared_budget import JOIN_SETTLE, SharedGate, shared_gate
+from shared.sales.client import ThrottleGate, WaitBeyondDeadline
+from shared.settings import Settings
+from shared.store import Store, open_store
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def two_stores(settings: Settings) -> Iterator[tuple[Store, Store]]:
+    a, b = open_store(settings), open_store(settings)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def later() -> float:
+    return time.time() + JOIN_SETTLE + 1  # past the newcomer's settling time
+
+
+def test_a_429_in_one_process_holds_back_the_other(two_stores: tuple[Store, Store]) -> None:
+    store_a, store_b = two_stores
+    with (
+        shared_gate(store_a.budgets, "id1", ThrottleGate(), label="export-a") as gate_a,
+        shared_gate(store_b.budgets, "id1", ThrottleGate(), label="export-b") as gate_b,
+        shared_gate(store_b.budgets, "id2", ThrottleGate(), label="export-c") as other,
+    ):
+        for gate in (gate_a, gate_b, other):
+            gate.set_capacity(8)
+        gate_a.close_for(30.0)  # process A was answered 429, Retry-After 30 s
+        slept: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            raise Stop
+
+        b = SharedGate(gate_b.view, gate_b.local, gate_b.participant, wall=later, sleep=sleep)
+        b.set_capacity(8)
+        with pytest.raises(Stop):
+            b.enter()
+        assert 25 < slept[0] <= 31  # B waits out A's Retry-After before sending anything
+        # With a deadline sooner than the block's end, B stops instead of waiting past it.
+        with pytest.raises(WaitBeyondDeadline, match="throttled"):
+            b.enter(time.monotonic() + 5)
+        # Another identity (another connection) is not held back.
+        c = SharedGate(other.view, other.local, other.participant, wall=later)
+        c.set_capacity(8)
+        assert c.enter() is False
+        c.leave(False, throttled=False)
+
+
+def test_shares_add_up_to_the_dop_hint(two_stores: tuple[Store, Store]) -> None:
+    store_a, store_b = two_stores
+    with (
+        shared_gate(store_a.budgets, "id", ThrottleGate(), label="e1") as g1,
+        shared_gate(store_b.budgets, "id", ThrottleGate(), label="e2") as g2,
+        shared_gate(store_a.budgets, "id", ThrottleGate(), label="e3") as g3,
+    ):
+        gates = [SharedGate(g.view, g.local, g.participant, wall=later) for g in (g1, g2, g3)]
+        for g in gates:
+            g.set_capacity(8)
+        snap = store_b.budgets.snapshot("id")
+        assert [g.share(snap) for g in gates] == [3, 3, 2]
+        # A participant may not exceed its share: the next enter waits until the deadline.
+        third = gates[2]
+        assert [third.enter() for _ in range(2)] == [False, False]
+        with pytest.raises(WaitBeyondDeadline, match="share"):
+            third.enter(time.monotonic() + 0.3)
+        third.leave(False, throttled=False)
+        assert third.enter() is False  # its own request ended: the slot is free again
+    # Everyone left: a newcomer alone gets the whole dop.
+    with shared_gate(store_a.budgets, "id", ThrottleGate(), label="e4") as g4:
+        g = SharedGate(g4.view, g4.local, g4.participant, wall=later)
+        g.set_capacity(8)
+        assert g.share(store_a.budgets.snapshot("id")) == 8
+
+
+def test_more_participants_than_dop_take_turns(settings: Settings) -> None:
+    store = open_store(settings)
+    try:
+        with (
+            shared_gate(store.budgets, "id", ThrottleGate(), label="first") as g1,
+            shared_gate(store.budgets, "id", ThrottleGate(), label="second") as g2,
+        ):
+            gates = [SharedGate(g.view, g.local, g.participant, wall=later) for g in (g1, g2)]
+            for g in gates:
+                g.set_capacity(1)
+            snap = store.budgets.snapshot("id")
+            assert [g.share(snap) for g in gates] == [1, 0]  # the older one sends first
+            g1.close()  # its slice ended: the turn passes on
+            assert gates[1].share(store.budgets.snapshot("id")) == 1
+    finally:
+        store.close()
