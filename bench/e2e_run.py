@@ -94,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from fastapi.testclient import TestClient
 
+    from devtools.azurite import start_azurite
     from emulator import EmulatorConfig, start_emulator
     from shared.api.app import create_api
     from shared.settings import Settings
-    from tests.support import start_azurite
 
     azurite = start_azurite()
     emu = start_emulator(

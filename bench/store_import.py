@@ -12,9 +12,9 @@ import argparse
 import time
 import uuid
 
+from devtools.azurite import start_azurite
 from shared.settings import Settings
 from shared.store import open_store
-from tests.support import start_azurite
 
 
 def timed(label: str, count: int, unit: str, action):  # type: ignore[no-untyped-def]
@@ -78,7 +78,7 @@ def main() -> None:
             lambda: store.customers.upsert_many(rows),
         )
         assert report.upserted == args.customers, report.errors[:3]
-        ids = [r["CustomerId"] for r in rows]
+        ids = [str(r["CustomerId"]) for r in rows]
         found = timed(
             f"customers.get_many {args.customers:,} ids",
             args.customers,

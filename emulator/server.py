@@ -106,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing -----------------------------------------------------------------------------
     def _read_body(self) -> bytes | None:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -410,7 +410,7 @@ class _TLSServer(ThreadingHTTPServer):
         with self._open_lock:
             self._open.add(conn)
         try:
-            self.RequestHandlerClass(conn, client_address, self)
+            self.RequestHandlerClass(conn, client_address, self)  # type: ignore[arg-type]
         except (OSError, ssl.SSLError):
             pass
         finally:
@@ -445,7 +445,8 @@ class RunningEmulator:
         self.config = app.cfg
         host, port = server.server_address[:2]
         self.port: int = int(port)
-        self.base_url = f"https://{host}:{self.port}"
+        host_text = host.decode() if isinstance(host, bytes) else str(host)
+        self.base_url = f"https://{host_text}:{self.port}"
         self.authority_host = self.base_url
         self.api_url = self.base_url + API_PREFIX
         self.tenant_id = app.tenant_id

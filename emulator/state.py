@@ -73,7 +73,7 @@ class State:
         # Sorted members per list for paging, kept in step on change (re-sorting a 1M-member list
         # on every chunk would make the emulator, not the client, the bottleneck).
         self._sorted: dict[str, list[str]] = {}
-        self._journal: list[Callable[[], None]] | None = None
+        self._journal: list[Callable[[], object]] | None = None
 
     # -- transactions -------------------------------------------------------------------------
     @contextmanager
@@ -83,7 +83,7 @@ class State:
             if self._journal is not None:
                 yield  # nested: the outer transaction owns the undo log
                 return
-            journal: list[Callable[[], None]] = []
+            journal: list[Callable[[], object]] = []
             self._journal = journal
             try:
                 yield
@@ -95,7 +95,7 @@ class State:
             finally:
                 self._journal = None
 
-    def _undo(self, fn: Callable[[], None]) -> None:
+    def _undo(self, fn: Callable[[], object]) -> None:
         if self._journal is not None:
             self._journal.append(fn)
 

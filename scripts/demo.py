@@ -23,11 +23,11 @@ from pathlib import Path
 
 import httpx
 
+from devtools.azurite import free_port, start_azurite, wait_for_port
 from scripts import sample_data
 from segexp.__main__ import follow
 from segexp.client import ApiClient
 from segexp.render import REASON_LABELS, run_summary, runs_table
-from tests.support import free_port, start_azurite, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 7

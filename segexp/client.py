@@ -17,11 +17,13 @@ class ApiError(Exception):
 
     def __init__(self, response: httpx.Response) -> None:
         try:
-            problem = response.json()
+            problem: Any = response.json()
         except ValueError:
             problem = {"title": response.reason_phrase, "detail": response.text[:300]}
         self.status = response.status_code
-        self.problem = problem if isinstance(problem, dict) else {"detail": str(problem)}
+        self.problem: dict[str, Any] = (
+            problem if isinstance(problem, dict) else {"detail": str(problem)}
+        )
         detail = self.problem.get("detail") or ""
         fields = "; ".join(
             f"{e.get('field')}: {e.get('message')}" for e in self.problem.get("errors") or []

@@ -73,11 +73,14 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return default if raw is None or raw.strip() == "" else raw.strip()
 
 
-def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+def _list(
+    env: Mapping[str, str], name: str, default: tuple[str, ...], *, lower: bool = True
+) -> tuple[str, ...]:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    parts = (part.strip() for part in raw.split(",") if part.strip())
+    return tuple(part.lower() if lower else part for part in parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +123,9 @@ class Settings:
                 "setting AzureWebJobsStorage (or STORAGE_CONNECTION) is required: a Storage "
                 "connection string, or UseDevelopmentStorage=true for Azurite"
             )
+        d = cls(storage_connection=storage.strip())  # every default, written once: the fields
         try:
-            auth_mode = AuthMode(_str(env, "AUTH_MODE", AuthMode.ENTRA.value).lower())
+            auth_mode = AuthMode(_str(env, "AUTH_MODE", d.auth_mode.value).lower())
         except ValueError:
             raise ConfigurationError(
                 "setting AUTH_MODE must be one of entra, easyauth, local-dev"
@@ -131,35 +135,39 @@ class Settings:
                 "AUTH_MODE=local-dev is refused when running in Azure (WEBSITE_INSTANCE_ID is set)"
             )
         settings = cls(
-            storage_connection=storage.strip(),
-            table_prefix=_str(env, "TABLE_PREFIX", "segexp"),
-            run_queue=_str(env, "RUN_QUEUE_NAME", "segment-export-runs"),
-            refresh_schedule=_str(env, "REFRESH_SCHEDULE", "0 0 2 * * *"),
-            allowed_sales_hosts=_list(env, "ALLOWED_SALES_HOSTS", DEFAULT_ALLOWED_SALES_HOSTS),
-            allow_loopback_sales=_bool(env, "ALLOW_LOOPBACK_SALES", False),
-            entra_authority_host=_str(
-                env, "ENTRA_AUTHORITY_HOST", "https://login.microsoftonline.com"
-            ).rstrip("/"),
-            sales_ca_bundle=env.get("SALES_CA_BUNDLE") or None,
-            sales_max_parallel=_int(env, "SALES_MAX_PARALLEL", 8, low=1, high=52),
-            sales_chunk_size=_int(env, "SALES_CHUNK_SIZE", 1000, low=1, high=5000),
-            sales_page_size=_int(env, "SALES_PAGE_SIZE", 5000, low=1, high=5000),
-            sales_max_retries=_int(env, "SALES_MAX_RETRIES", 8, low=0, high=50),
-            sales_timeout_seconds=_float(env, "SALES_TIMEOUT_SECONDS", 120.0, low=1, high=600),
-            run_slice_seconds=_float(env, "RUN_SLICE_SECONDS", 480.0, low=1, high=3600),
-            lease_seconds=_float(env, "LEASE_SECONDS", 120.0, low=5, high=3600),
-            max_dequeue_count=_int(env, "MAX_DEQUEUE_COUNT", 5, low=1, high=100),
-            auth_mode=auth_mode,
-            entra_tenant_id=env.get("ENTRA_TENANT_ID") or None,
-            api_audience=env.get("API_AUDIENCE") or None,
-            jwks_url=env.get("JWKS_URL") or None,
-            token_issuer=env.get("TOKEN_ISSUER") or None,
-            local_dev_user=_str(env, "LOCAL_DEV_USER", "local-dev@localhost"),
-            local_dev_roles=tuple(
-                r.strip() for r in _str(env, "LOCAL_DEV_ROLES", "Admin").split(",") if r.strip()
+            storage_connection=d.storage_connection,
+            table_prefix=_str(env, "TABLE_PREFIX", d.table_prefix),
+            run_queue=_str(env, "RUN_QUEUE_NAME", d.run_queue),
+            refresh_schedule=_str(env, "REFRESH_SCHEDULE", d.refresh_schedule),
+            allowed_sales_hosts=_list(env, "ALLOWED_SALES_HOSTS", d.allowed_sales_hosts),
+            allow_loopback_sales=_bool(env, "ALLOW_LOOPBACK_SALES", d.allow_loopback_sales),
+            entra_authority_host=_str(env, "ENTRA_AUTHORITY_HOST", d.entra_authority_host).rstrip(
+                "/"
             ),
+            sales_ca_bundle=env.get("SALES_CA_BUNDLE") or d.sales_ca_bundle,
+            sales_max_parallel=_int(
+                env, "SALES_MAX_PARALLEL", d.sales_max_parallel, low=1, high=52
+            ),
+            sales_chunk_size=_int(env, "SALES_CHUNK_SIZE", d.sales_chunk_size, low=1, high=5000),
+            sales_page_size=_int(env, "SALES_PAGE_SIZE", d.sales_page_size, low=1, high=5000),
+            sales_max_retries=_int(env, "SALES_MAX_RETRIES", d.sales_max_retries, low=0, high=50),
+            sales_timeout_seconds=_float(
+                env, "SALES_TIMEOUT_SECONDS", d.sales_timeout_seconds, low=1, high=600
+            ),
+            run_slice_seconds=_float(
+                env, "RUN_SLICE_SECONDS", d.run_slice_seconds, low=1, high=3600
+            ),
+            lease_seconds=_float(env, "LEASE_SECONDS", d.lease_seconds, low=5, high=3600),
+            max_dequeue_count=_int(env, "MAX_DEQUEUE_COUNT", d.max_dequeue_count, low=1, high=100),
+            auth_mode=auth_mode,
+            entra_tenant_id=env.get("ENTRA_TENANT_ID") or d.entra_tenant_id,
+            api_audience=env.get("API_AUDIENCE") or d.api_audience,
+            jwks_url=env.get("JWKS_URL") or d.jwks_url,
+            token_issuer=env.get("TOKEN_ISSUER") or d.token_issuer,
+            local_dev_user=_str(env, "LOCAL_DEV_USER", d.local_dev_user),
+            local_dev_roles=_list(env, "LOCAL_DEV_ROLES", d.local_dev_roles, lower=False),
             max_upload_bytes=_int(
-                env, "MAX_UPLOAD_BYTES", 64 * 1024 * 1024, low=1024, high=1024 * 1024 * 1024
+                env, "MAX_UPLOAD_BYTES", d.max_upload_bytes, low=1024, high=1024 * 1024 * 1024
             ),
             environ=env,
         )

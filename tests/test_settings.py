@@ -51,3 +51,23 @@ def test_secret_is_read_from_named_setting_at_run_time() -> None:
     assert s.secret("CONTOSO_SECRET") == "s3cr3t"
     with pytest.raises(ConfigurationError, match="MISSING_ONE"):
         s.secret("MISSING_ONE")
+
+
+def test_from_env_takes_its_defaults_from_the_fields() -> None:
+    """A default is written once (the field); from_env must not carry its own copy."""
+    from dataclasses import dataclass, fields
+
+    @dataclass(frozen=True, slots=True)
+    class Tweaked(Settings):
+        table_prefix: str = "other"
+        sales_chunk_size: int = 250
+        refresh_schedule: str = "0 30 1 * * *"
+
+    tweaked = Tweaked.from_env(BASE)
+    assert (tweaked.table_prefix, tweaked.sales_chunk_size) == ("other", 250)
+    assert tweaked.refresh_schedule == "0 30 1 * * *"
+    plain = Settings.from_env(BASE)
+    direct = Settings(storage_connection=plain.storage_connection)
+    for f in fields(Settings):
+        if f.name not in ("storage_connection", "auth_mode", "environ"):
+            assert getattr(plain, f.name) == getattr(direct, f.name), f.name

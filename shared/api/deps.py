@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -16,12 +16,13 @@ from shared.api.identity import Caller, IdentityResolver, IdentityUnavailable, N
 from shared.api.problems import ApiProblem
 from shared.models import Role
 from shared.settings import Settings
+from shared.store.protocols import StoreApi
 
 SettingsProvider = Callable[[], Settings]
-StoreFactory = Callable[[Settings], Any]
+StoreFactory = Callable[[Settings], StoreApi]
 
 
-def _default_store_factory(settings: Settings) -> Any:
+def _default_store_factory(settings: Settings) -> StoreApi:
     from shared.store import open_store  # lazy: azure-data-tables is heavy
 
     store = open_store(settings)
@@ -43,7 +44,7 @@ class ApiContext:
         self._resolver_factory = resolver_factory or IdentityResolver
         self._lock = threading.Lock()
         self._settings: Settings | None = None
-        self._store: Any = None
+        self._store: StoreApi | None = None
         self._resolver: IdentityResolver | None = None
 
     def settings(self) -> Settings:
@@ -53,7 +54,7 @@ class ApiContext:
                     self._settings = self._settings_provider()
         return self._settings
 
-    def store(self) -> Any:
+    def store(self) -> StoreApi:
         if self._store is None:
             settings = self.settings()
             with self._lock:
@@ -78,7 +79,7 @@ def get_settings(request: Request) -> Settings:
     return context(request).settings()
 
 
-def get_store(request: Request) -> Any:
+def get_store(request: Request) -> StoreApi:
     return context(request).store()
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
 
 from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, SegmentExportError
 from shared.models import Export, Run, RunMessage, RunStatus, SegmentResult, Trigger
 from shared.runs.clock import new_run_id, run_id_created_at, utc_now, utc_now_iso
+from shared.store.protocols import StoreApi
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ExportNotRunnableError(SegmentExportError):
 
 
 def request_run(
-    store: Any, export_id: str, *, trigger: Trigger, requested_by: str, dry_run: bool = False
+    store: StoreApi, export_id: str, *, trigger: Trigger, requested_by: str, dry_run: bool = False
 ) -> Run:
     """Record a queued run, claim the export's active-run marker and enqueue the first slice.
 
@@ -83,7 +83,7 @@ def request_run(
     return run
 
 
-def request_all(store: Any, *, trigger: Trigger, requested_by: str) -> list[Run]:
+def request_all(store: StoreApi, *, trigger: Trigger, requested_by: str) -> list[Run]:
     """Queue a run for every enabled, attached export. An export that already has an active run
     gets a recorded ``skipped`` run naming it. One export's storage error does not stop the rest.
     """
@@ -108,7 +108,7 @@ def request_all(store: Any, *, trigger: Trigger, requested_by: str) -> list[Run]
 
 
 def record_skipped(
-    store: Any, export: Export, trigger: Trigger, requested_by: str, active_run_id: str
+    store: StoreApi, export: Export, trigger: Trigger, requested_by: str, active_run_id: str
 ) -> Run:
     """Record a final ``skipped`` run that names the run already active for the export."""
     now = utc_now_iso()
@@ -127,7 +127,7 @@ def record_skipped(
     return created
 
 
-def cancel_run(store: Any, export_id: str, run_id: str, requested_by: str) -> Run:
+def cancel_run(store: StoreApi, export_id: str, run_id: str, requested_by: str) -> Run:
     """Ask a run to stop. A queued run becomes ``canceled`` at once (and frees the export); a
     running run gets ``cancel_requested`` and stops at the worker's next chunk boundary.
     A run that has already finished is returned unchanged.
@@ -154,7 +154,7 @@ def cancel_run(store: Any, export_id: str, run_id: str, requested_by: str) -> Ru
     raise ConflictError("the run kept changing while canceling it; try again")
 
 
-def _claim(store: Any, export_id: str, run_id: str) -> str | None:
+def _claim(store: StoreApi, export_id: str, run_id: str) -> str | None:
     """Claim the export's marker for run_id; None if claimed, else the active run's id.
 
     A marker left behind by a run that already finished (or was never recorded) is cleared and
@@ -170,7 +170,7 @@ def _claim(store: Any, export_id: str, run_id: str) -> str | None:
     return active
 
 
-def _marker_is_stale(store: Any, export_id: str, active_run_id: str) -> bool:
+def _marker_is_stale(store: StoreApi, export_id: str, active_run_id: str) -> bool:
     try:
         run: Run = store.runs.get(export_id, active_run_id)
     except NotFoundError:
@@ -179,7 +179,7 @@ def _marker_is_stale(store: Any, export_id: str, active_run_id: str) -> bool:
     return run.status.is_final
 
 
-def _close_unqueued(store: Any, run: Run, error: str) -> None:
+def _close_unqueued(store: StoreApi, run: Run, error: str) -> None:
     try:
         run.status = RunStatus.FAILED
         run.finished_at = utc_now_iso()

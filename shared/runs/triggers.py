@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from shared.models import Run, Trigger
 from shared.runs.requests import request_all
 from shared.runs.worker import Outcome, finish_abandoned, process_message
 from shared.settings import Settings
+from shared.store.protocols import StoreApi
 
 log = logging.getLogger(__name__)
 
 SCHEDULE_REQUESTER = "schedule"
 
 _lock = threading.Lock()
-_runtime: tuple[Settings, Any] | None = None
+_runtime: tuple[Settings, StoreApi] | None = None
 
 
-def runtime() -> tuple[Settings, Any]:
+def runtime() -> tuple[Settings, StoreApi]:
     """Settings and store for this process, built (and the store ensured) on first use."""
     global _runtime
     with _lock:
@@ -37,7 +37,7 @@ def runtime() -> tuple[Settings, Any]:
         return _runtime
 
 
-def on_timer(timer_past_due: bool, *, store: Any = None) -> list[Run]:
+def on_timer(timer_past_due: bool, *, store: StoreApi | None = None) -> list[Run]:
     """Scheduled refresh: queue a run for every enabled, attached export (one pass per tick,
     even when the tick is past due: missed ticks are not replayed)."""
     if store is None:
@@ -51,7 +51,11 @@ def on_timer(timer_past_due: bool, *, store: Any = None) -> list[Run]:
 
 
 def on_run_message(
-    body: str | bytes, dequeue_count: int, *, store: Any = None, settings: Settings | None = None
+    body: str | bytes,
+    dequeue_count: int,
+    *,
+    store: StoreApi | None = None,
+    settings: Settings | None = None,
 ) -> Outcome:
     """Queue trigger: run one slice. Raises only when the queue should deliver it again."""
     if store is None or settings is None:
@@ -61,7 +65,7 @@ def on_run_message(
     return outcome
 
 
-def on_poison_message(body: str | bytes, *, store: Any = None) -> Run | None:
+def on_poison_message(body: str | bytes, *, store: StoreApi | None = None) -> Run | None:
     """The host gave up on a run message (it failed max-dequeue-count times, e.g. the worker
     process kept dying): make sure the run is not left running for ever."""
     if store is None:

@@ -194,8 +194,10 @@ class ManagedIdentityProvider(CachedTokenProvider):
         from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 
         if self._credential is None:
-            kwargs = {"client_id": self._client_id} if self._client_id else {}
-            self._credential = ManagedIdentityCredential(**kwargs)
+            if self._client_id:
+                self._credential = ManagedIdentityCredential(client_id=self._client_id)
+            else:
+                self._credential = ManagedIdentityCredential()
         try:
             access = self._credential.get_token(self._scope)
         except CredentialUnavailableError as exc:

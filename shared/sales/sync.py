@@ -575,6 +575,7 @@ class _SegmentSync:
             task is None or task.kind in ("page", "validate") or not _member_level(exc)
         ):
             raise exc
+        assert task is not None  # the branch above raised for a failure outside a task
         if gone or (self.list_id and _mentions(exc, self.list_id)):
             raise TransientSalesError(
                 f"the marketing list {self.list_id} disappeared during the run; the next run "

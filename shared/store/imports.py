@@ -228,8 +228,9 @@ def _csv_rows(text: str) -> list[dict[str, Any]]:
             name: (value if value != "" else None)
             for name, value in zip(header, record, strict=True)
         }
-        if isinstance(row.get(ID_COLUMN), str):
-            row[ID_COLUMN] = row[ID_COLUMN].strip()
+        customer_id = row.get(ID_COLUMN)
+        if isinstance(customer_id, str):
+            row[ID_COLUMN] = customer_id.strip()
         rows.append(row)
     if errors:
         raise ImportFormatError(errors[:MAX_ERRORS])

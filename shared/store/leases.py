@@ -56,7 +56,7 @@ class LeaseRepository:
             pass
         try:
             with translated(what):
-                current = client.get_entity(_PK, entity["RowKey"])
+                current = client.get_entity(_PK, str(entity["RowKey"]))
         except NotFoundError:
             return self._retry_create(entity)
         if current["Holder"] != holder and float(current["ExpiresAt"]) > self._clock():

@@ -170,7 +170,9 @@ class RunQueue:
                 except ValueError as problem:
                     message, error = None, str(problem)
                 out.append(
-                    ReceivedRun(message, error, item.id, item.pop_receipt, item.dequeue_count or 0)
+                    ReceivedRun(
+                        message, error, item.id, item.pop_receipt or "", item.dequeue_count or 0
+                    )
                 )
                 if len(out) >= max_messages:
                     break

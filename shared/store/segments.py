@@ -10,6 +10,7 @@ old set or the new one, never a mix or a half.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import uuid
 from collections.abc import Iterable, Sequence
@@ -132,7 +133,7 @@ class SegmentRepository:
             )
         return [self._info(e) for e in entities]
 
-    def members(self, name: str) -> list[str]:
+    def members(self, name: str) -> builtins.list[str]:
         """All member ids of the current version (order not significant)."""
         for _ in range(_READ_ATTEMPTS):
             header = self._header(name)
@@ -208,7 +209,9 @@ class SegmentRepository:
             etag=etag_of(meta),
         )
 
-    def _write_chunks(self, name: str, version: str, chunks: list[list[str]]) -> None:
+    def _write_chunks(
+        self, name: str, version: str, chunks: builtins.list[builtins.list[str]]
+    ) -> None:
         client = self._tables.client(SEGMENT_CHUNKS)
 
         def write(number: int) -> None:

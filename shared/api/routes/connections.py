@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
@@ -37,6 +37,7 @@ from shared.api.schemas import (
 from shared.errors import PreconditionFailedError
 from shared.models import Audit, Connection, CredentialKind, UsableBy
 from shared.settings import Settings
+from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.api")
 router = APIRouter(prefix="/api/connections", tags=["connections"])
@@ -78,7 +79,7 @@ def _with_etag(response: Response, connection: Connection) -> ConnectionOut:
 
 @router.get("", response_model=ConnectionList, summary="List connections (shape depends on role)")
 def list_connections(
-    caller: Annotated[Caller, Depends(any_role)], store: Annotated[Any, Depends(get_store)]
+    caller: Annotated[Caller, Depends(any_role)], store: Annotated[StoreApi, Depends(get_store)]
 ) -> ConnectionList:
     connections = sorted(store.connections.list(), key=lambda c: c.display_name.lower())
     if caller.is_admin:
@@ -99,7 +100,7 @@ def create_connection(
     body: ConnectionIn,
     response: Response,
     caller: Annotated[Caller, Depends(admin)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> ConnectionOut:
     now = utc_now_iso()
@@ -122,7 +123,7 @@ def get_connection(
     connection_id: ConnectionId,
     response: Response,
     caller: Annotated[Caller, Depends(admin)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
 ) -> ConnectionOut:
     return _with_etag(response, store.connections.get(connection_id))
 
@@ -138,7 +139,7 @@ def patch_connection(
     patch: ConnectionPatch,
     response: Response,
     caller: Annotated[Caller, Depends(admin)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     settings: Annotated[Settings, Depends(get_settings)],
     if_match: IfMatch = None,
 ) -> ConnectionOut:
@@ -175,7 +176,7 @@ def patch_connection(
 def delete_connection(
     connection_id: ConnectionId,
     caller: Annotated[Caller, Depends(admin)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     detach: Annotated[bool, Query(description="detach the exports that use it")] = False,
     if_match: IfMatch = None,
 ) -> Response:
@@ -208,7 +209,7 @@ def delete_connection(
 def test_connection(
     connection_id: ConnectionId,
     caller: Annotated[Caller, Depends(admin)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> ConnectionTestOut:
     from shared.sales import probe_connection  # lazy: msal/httpx only when testing

@@ -5,7 +5,7 @@ written)."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
@@ -14,6 +14,7 @@ from shared.api.deps import admin, any_role, get_store
 from shared.api.identity import Caller
 from shared.api.schemas import CUSTOMER_ID_PATTERN, ImportReportOut
 from shared.api.uploads import read_customer_rows, rows_problem
+from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.api")
 router = APIRouter(prefix="/api/customers", tags=["customers"])
@@ -49,7 +50,7 @@ ROWS_BODY = {
 async def upsert_customers(
     request: Request,
     caller: Annotated[Caller, Depends(admin)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
 ) -> ImportReportOut:
     from starlette.concurrency import run_in_threadpool
 
@@ -66,7 +67,7 @@ async def upsert_customers(
 def get_customer(
     customer_id: CustomerId,
     caller: Annotated[Caller, Depends(any_role)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
 ) -> JSONResponse:
     from shared.errors import NotFoundError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
 
@@ -34,6 +34,7 @@ from shared.api.schemas import (
 from shared.errors import NotFoundError, PreconditionFailedError
 from shared.listname import ListNameError, render_list_name
 from shared.models import Audit, Connection, Export, Role, UsableBy
+from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.api")
 router = APIRouter(prefix="/api/exports", tags=["exports"])
@@ -72,11 +73,11 @@ def may_manage(caller: Caller, export: Export, connections: dict[str, Connection
     return may_use(caller, connections.get(export.connection_id))
 
 
-def connections_by_id(store: Any) -> dict[str, Connection]:
+def connections_by_id(store: StoreApi) -> dict[str, Connection]:
     return {c.id: c for c in store.connections.list()}
 
 
-def require_manage(caller: Caller, export: Export, store: Any) -> None:
+def require_manage(caller: Caller, export: Export, store: StoreApi) -> None:
     connection = None
     if export.connection_id is not None:
         try:
@@ -94,7 +95,7 @@ def require_manage(caller: Caller, export: Export, store: Any) -> None:
 
 
 def check_references(
-    body: ExportIn, caller: Caller, store: Any, *, connection_changed: bool
+    body: ExportIn, caller: Caller, store: StoreApi, *, connection_changed: bool
 ) -> None:
     """Connection usable, segments exist and are distinct, list names fit. 422 naming the field."""
     errors: list[dict[str, str]] = []
@@ -157,7 +158,7 @@ def _build(body: ExportIn, *, id: str, audit: Audit) -> Export:
     )
 
 
-def _answer(response: Response, export: Export, caller: Caller, store: Any) -> ExportOut:
+def _answer(response: Response, export: Export, caller: Caller, store: StoreApi) -> ExportOut:
     if export.etag:
         response.headers["ETag"] = export.etag
     can_edit = caller.is_admin or (
@@ -168,7 +169,7 @@ def _answer(response: Response, export: Export, caller: Caller, store: Any) -> E
 
 @router.get("", response_model=ExportList, summary="List exports (all roles)")
 def list_exports(
-    caller: Annotated[Caller, Depends(any_role)], store: Annotated[Any, Depends(get_store)]
+    caller: Annotated[Caller, Depends(any_role)], store: Annotated[StoreApi, Depends(get_store)]
 ) -> ExportList:
     connections = connections_by_id(store)
     exports = sorted(store.exports.list(), key=lambda e: e.display_name.lower())
@@ -188,7 +189,7 @@ def create_export(
     body: ExportIn,
     response: Response,
     caller: Annotated[Caller, Depends(contributor)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
 ) -> ExportOut:
     check_references(body, caller, store, connection_changed=True)
     now = utc_now_iso()
@@ -209,7 +210,7 @@ def get_export(
     export_id: ExportId,
     response: Response,
     caller: Annotated[Caller, Depends(any_role)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
 ) -> ExportOut:
     return _answer(response, store.exports.get(export_id), caller, store)
 
@@ -225,7 +226,7 @@ def patch_export(
     patch: ExportPatch,
     response: Response,
     caller: Annotated[Caller, Depends(contributor)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     if_match: IfMatch = None,
 ) -> ExportOut:
     changes = patch.model_dump(by_alias=True, exclude_unset=True)
@@ -266,7 +267,7 @@ def patch_export(
 def delete_export(
     export_id: ExportId,
     caller: Annotated[Caller, Depends(contributor)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     if_match: IfMatch = None,
 ) -> Response:
     current: Export = store.exports.get(export_id)

@@ -27,6 +27,7 @@ from shared.api.schemas import (
     RunPage,
 )
 from shared.models import Run, Trigger
+from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.api")
 router = APIRouter(tags=["runs"])
@@ -68,7 +69,7 @@ def request_export_run(
     export_id: ExportId,
     response: Response,
     caller: Annotated[Caller, Depends(contributor)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     dry_run: Annotated[
         bool, Query(alias="dryRun", description="plan only; write nothing to Sales")
     ] = False,
@@ -109,7 +110,7 @@ def request_export_run(
 def list_runs(
     export_id: ExportId,
     caller: Annotated[Caller, Depends(any_role)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     continuation: Continuation = None,
 ) -> RunPage:
@@ -133,7 +134,7 @@ def get_run(
     export_id: ExportId,
     run_id: RunId,
     caller: Annotated[Caller, Depends(any_role)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
 ) -> RunOut:
     return run_out(store.runs.get(export_id, run_id))
 
@@ -155,7 +156,7 @@ def _rejection_row(record: Any) -> dict[str, Any]:
     }
 
 
-def _csv_lines(store: Any, export_id: str, run_id: str) -> Iterator[str]:
+def _csv_lines(store: StoreApi, export_id: str, run_id: str) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
@@ -188,7 +189,7 @@ def list_rejections(
     export_id: ExportId,
     run_id: RunId,
     caller: Annotated[Caller, Depends(any_role)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     continuation: Continuation = None,
     format: Annotated[
@@ -233,7 +234,7 @@ def cancel(
     run_id: RunId,
     response: Response,
     caller: Annotated[Caller, Depends(contributor)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
 ) -> RunOut:
     from shared.runs.requests import cancel_run
 
@@ -252,7 +253,7 @@ def cancel(
     summary="Run every enabled export now (Admin); exports with an active run get a skipped run",
 )
 def run_all(
-    caller: Annotated[Caller, Depends(admin)], store: Annotated[Any, Depends(get_store)]
+    caller: Annotated[Caller, Depends(admin)], store: Annotated[StoreApi, Depends(get_store)]
 ) -> RunAllOut:
     from shared.runs.requests import request_all
 

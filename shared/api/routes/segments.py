@@ -4,7 +4,7 @@ CSV); every role reads."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -20,6 +20,7 @@ from shared.api.schemas import (
     segment_info_out,
 )
 from shared.api.uploads import read_segment_members
+from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.api")
 router = APIRouter(prefix="/api/segments", tags=["segments"])
@@ -55,7 +56,7 @@ MEMBERS_BODY = {
 
 @router.get("", response_model=SegmentList, summary="List segments (all roles)")
 def list_segments(
-    caller: Annotated[Caller, Depends(any_role)], store: Annotated[Any, Depends(get_store)]
+    caller: Annotated[Caller, Depends(any_role)], store: Annotated[StoreApi, Depends(get_store)]
 ) -> SegmentList:
     infos = sorted(store.segments.list(), key=lambda s: s.name.lower())
     return SegmentList(items=[segment_info_out(i) for i in infos])
@@ -69,7 +70,7 @@ def list_segments(
 def get_segment(
     name: SegmentName,
     caller: Annotated[Caller, Depends(any_role)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     members: Annotated[bool, Query(description="include a page of members")] = False,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
     continuation: Annotated[str | None, Query(max_length=MAX_CONTINUATION)] = None,
@@ -112,7 +113,7 @@ async def put_segment(
     request: Request,
     response: Response,
     caller: Annotated[Caller, Depends(admin)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
 ) -> SegmentDetail:
     body = await request.body()
     customer_ids = read_segment_members(request.headers.get("content-type"), body)
@@ -127,7 +128,7 @@ async def put_segment(
     return SegmentDetail(**segment_info_out(info).model_dump())
 
 
-def _exists(store: Any, name: str) -> bool:
+def _exists(store: StoreApi, name: str) -> bool:
     from shared.errors import NotFoundError
 
     try:
@@ -143,7 +144,7 @@ def _exists(store: Any, name: str) -> bool:
 def delete_segment(
     name: SegmentName,
     caller: Annotated[Caller, Depends(admin)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
 ) -> Response:
     store.segments.get(name)  # 404 for an unknown segment
     users = [e for e in store.exports.list() if name in e.segments]

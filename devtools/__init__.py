@@ -1,0 +1,1 @@
+"""Development tools shared by tests/, scripts/ and bench/ (not part of the deployed app)."""
