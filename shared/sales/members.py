@@ -5,6 +5,7 @@ $batch) through SalesClient; scheduling and bookkeeping live in sync.py."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from shared.errors import FatalSalesError
 from shared.sales.batch import BatchPart
@@ -23,21 +24,39 @@ ADD = "AddListMembersList"
 REMOVE = "RemoveListMembersList"
 
 
+ACTIVE = 0  # contact statecode: 0 active, 1 inactive
+
+
 def members_url(list_id: str) -> str:
-    return relative_url(f"lists({list_id})/listcontact_association", {"$select": "contactid"})
+    """The list's members through listcontact_association: contact rows, so their statecode
+    comes with them at no extra request (inactive members are found while the list is read)."""
+    return relative_url(
+        f"lists({list_id})/listcontact_association", {"$select": "contactid,statecode"}
+    )
 
 
-def read_member_page(client: SalesClient, url: str) -> tuple[list[str], str | None]:
-    """One page of member contact ids (lower case) and the next page's link, if any."""
+@dataclass(frozen=True, slots=True)
+class MemberPage:
+    ids: list[str]  # member contact ids (lower case), in the order Sales sent them
+    inactive: frozenset[str]  # those whose contact is inactive (statecode other than 0)
+    next_url: str | None
+
+
+def read_member_page(client: SalesClient, url: str) -> MemberPage:
+    """One page of the list's members and the next page's link, if any."""
     data = client.get_json(url, headers={"Prefer": f"odata.maxpagesize={client.page_size}"})
     rows = data.get("value", [])
-    ids = [
-        str(r["contactid"]).lower()
-        for r in (rows if isinstance(rows, list) else [])
-        if isinstance(r, dict) and r.get("contactid")
-    ]
+    ids: list[str] = []
+    inactive: set[str] = set()
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and row.get("contactid"):
+            contact_id = str(row["contactid"]).lower()
+            ids.append(contact_id)
+            state = row.get("statecode")
+            if state is not None and state != ACTIVE:
+                inactive.add(contact_id)
     link = data.get("@odata.nextLink")
-    return ids, (str(link) if link else None)
+    return MemberPage(ids, frozenset(inactive), str(link) if link else None)
 
 
 def contact_states(client: SalesClient, ids: Sequence[str]) -> dict[str, int | None]:

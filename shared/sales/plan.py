@@ -48,7 +48,7 @@ class Plan:
     removes: tuple[Remove, ...]  # in the list, not desired (mirror only)
     kept: int  # desired and already in the list
     extra_kept: int  # in the list, not desired, kept because the mode is additive
-    rejections: tuple[Rejection, ...]  # duplicates found while planning
+    rejections: tuple[Rejection, ...]  # duplicates; desired members inactive in Sales (mirror)
 
     @property
     def is_empty(self) -> bool:
@@ -89,6 +89,7 @@ class _Mark:
 
 _KEPT = _Mark("KEPT")  # seen in the list
 _TAKEN = _Mark("TAKEN")  # handed out early as a known non-member
+_INACTIVE = _Mark("INACTIVE")  # seen in the list with an inactive contact (mirror: removed)
 
 
 class MembershipDiff:
@@ -99,6 +100,10 @@ class MembershipDiff:
     unmarked at the end is to add. Nothing holds every list member, so a million-member list
     costs no more memory than the segment itself. A member reported twice (pages that shift
     while the list changes) is counted once and never mistaken for a removal.
+
+    Members whose contact is inactive (the member pages carry ``statecode``) are not matched: in
+    mirror mode they are removed, and the desired ones among them are collected in
+    ``inactive`` (contact-inactive) and never re-added; additive mode leaves them as they are.
     """
 
     def __init__(self, owner: dict[str, str], mode: ExportMode) -> None:
@@ -110,13 +115,30 @@ class MembershipDiff:
         self.early_members = 0  # handed out as missing, then seen (pages out of order)
         self.taken = 0
         self._removed: set[str] = set()  # removal ids already returned (small: the churn)
+        self.inactive: list[Add] = []  # desired members removed as inactive (caller drains it)
 
-    def see(self, members: Iterable[str]) -> list[str]:
-        """Feed list members; returns those to remove (mirror mode), each once."""
+    def see(self, members: Iterable[str], inactive: AbstractSet[str] = frozenset()) -> list[str]:
+        """Feed list members (``inactive``: those whose contact is inactive); returns those to
+        remove (mirror mode), each once."""
         out: list[str] = []
         state = self._state
+        mirror = self._mode is ExportMode.MIRROR
         for contact_id in members:
             value = state.get(contact_id)
+            # (A member already counted as kept that shows up again, now inactive, on a page
+            # that shifted stays kept: the next run removes it. Counts match actions.)
+            if mirror and contact_id in inactive and value is not _KEPT and value is not _INACTIVE:
+                if value is None:
+                    if contact_id in self._removed:
+                        continue
+                    self._removed.add(contact_id)
+                else:
+                    if isinstance(value, str):
+                        self.inactive.append(Add(contact_id, value))
+                    # _TAKEN: handed out to validation, which reports it inactive
+                    state[contact_id] = _INACTIVE
+                out.append(contact_id)
+                continue
             if value is None:
                 if contact_id in self._removed:
                     continue
@@ -126,7 +148,7 @@ class MembershipDiff:
                 else:
                     self._removed.add(contact_id)
                     self.extra_kept += 1
-            elif value is _KEPT:
+            elif value is _KEPT or value is _INACTIVE:
                 continue
             elif value is _TAKEN:
                 self.early_members += 1
@@ -162,16 +184,29 @@ def plan_membership(
     desired: Desired | Iterable[tuple[str, str]],
     current: AbstractSet[str],
     mode: ExportMode,
+    inactive: AbstractSet[str] = frozenset(),
 ) -> Plan:
+    """``inactive``: the members of ``current`` whose contact is inactive in Sales."""
     index = desired if isinstance(desired, Desired) else index_desired(desired)
     diff = MembershipDiff(dict(index.owner), mode)
-    removes = diff.see(current)
+    removes = diff.see(sorted(current), inactive)
+    rejections = index.rejections + tuple(inactive_member(a) for a in diff.inactive)
     return Plan(
         adds=tuple(diff.finish()),
         removes=tuple(Remove(c) for c in sorted(removes)),
         kept=diff.kept,
         extra_kept=diff.extra_kept,
-        rejections=index.rejections,
+        rejections=rejections,
+    )
+
+
+def inactive_member(add: Add) -> Rejection:
+    """The rejection of a desired member removed because its contact is inactive."""
+    return Rejection(
+        customer_id=add.customer_id,
+        reason=RejectionReason.CONTACT_INACTIVE,
+        contact_id=add.contact_id,
+        detail="the contact is inactive in Sales; removed from the list",
     )
 
 

@@ -33,9 +33,11 @@ from shared.models import (
 from shared.sales.client import SalesBadRequestError, SalesClient, SalesNotFoundError
 from shared.sales.lists import ensure_list
 from shared.sales.members import (
+    ACTIVE,
     ADD,
     REMOVE,
     VALIDATE_IDS_PER_QUERY,
+    MemberPage,
     change_members,
     contact_states,
     members_url,
@@ -46,13 +48,13 @@ from shared.sales.plan import (
     Desired,
     MembershipDiff,
     balanced_chunks,
+    inactive_member,
     index_desired,
 )
 from shared.sales.resolve import Resolution, resolve_members
 
 VALIDATE_MIN_QUERIES_PER_BATCH = 5  # small validations go out as one request
 VALIDATE_MAX_QUERIES_PER_BATCH = 10  # bounds one request's execution time on the server
-ACTIVE = 0
 # Resolve customers on a second thread while the list is read: the customer lookup waits on
 # Table Storage while the member pages wait on Sales. (With an in-memory lookup the two threads
 # merely share the GIL; measured no slower.)
@@ -133,6 +135,7 @@ class _SegmentSync:
         self.resolution = Resolution()
         self.diff: MembershipDiff | None = None
         self.pending: list[str] = []  # members read before the segment was resolved
+        self.pending_inactive: set[str] = set()  # ... whose contact is inactive
         self.read = 0  # members read so far
         self.scan_url: str | None = None  # next page of the list's members
         self.scanning = False  # a page request is in flight
@@ -253,11 +256,13 @@ class _SegmentSync:
         assert isinstance(owner, dict)
         self.diff = MembershipDiff(owner, self.request.mode)
         pending, self.pending = self.pending, []
-        self._see(pending)
+        inactive, self.pending_inactive = self.pending_inactive, set()
+        self._see(pending, inactive)
         self._stream_adds()
 
-    def _on_page(self, ids: list[str], next_url: str | None) -> None:
-        self.scan_url = next_url
+    def _on_page(self, page: MemberPage) -> None:
+        ids = page.ids
+        self.scan_url = page.next_url
         self.read += len(ids)
         if ids and self.ordered:
             in_order = all(a < b for a, b in itertools.pairwise(ids))
@@ -267,14 +272,21 @@ class _SegmentSync:
                 self.ordered = False  # no early adds from here on; the final plan does the rest
         if self.diff is None:
             self.pending.extend(ids)  # until the segment is resolved
+            self.pending_inactive.update(page.inactive)
             return
-        self._see(ids)
+        self._see(ids, page.inactive)
         self._stream_adds()
 
-    def _see(self, ids: list[str]) -> None:
-        """Feed members to the diff; removals start while the list is still read (mirror)."""
+    def _see(self, ids: list[str], inactive: frozenset[str] | set[str]) -> None:
+        """Feed members to the diff; removals start while the list is still read (mirror).
+        Members whose contact became inactive leave the list too (mirror), reported as
+        ``contact-inactive`` when the segment wants them."""
         assert self.diff is not None
-        found = self.diff.see(ids)
+        found = self.diff.see(ids, inactive)
+        if self.diff.inactive:
+            for add in self.diff.inactive:
+                self._reject(inactive_member(add))
+            self.diff.inactive.clear()
         if self.request.dry_run or not found:
             return
         self.removal_buffer.extend(found)
@@ -521,8 +533,7 @@ class _SegmentSync:
         progress = self.result.progress
         if task.kind == "page":
             self.scanning = False
-            ids, next_url = outcome
-            self._on_page(ids, next_url)
+            self._on_page(outcome)
             return
         if task.kind == "validate":
             self.validating -= 1

@@ -166,12 +166,18 @@ class FakeDataverse:
         page = ordered[:size]
         if self.descending_pages:
             page = sorted(page)  # each page sorted inside, pages in descending order
-        data: dict[str, object] = {"value": [{"contactid": c} for c in page]}
+        select = params.get("$select", "")
+        assert select in ("contactid", "contactid,statecode"), select
+        rows: list[dict[str, object]] = [{"contactid": c} for c in page]
+        if "statecode" in select:  # the pages are contact rows: any contact column can come
+            for row in rows:
+                row["statecode"] = self.contacts.get(str(row["contactid"]))
+        data: dict[str, object] = {"value": rows}
         if len(ordered) > size:
             token = min(page) if self.descending_pages else page[-1]
             data["@odata.nextLink"] = (
                 f"{BASE}{API}lists({list_id})/listcontact_association"
-                f"?$select=contactid&$skiptoken={token}"
+                f"?$select={select}&$skiptoken={token}"
             )
         return _json(data)
 

@@ -120,6 +120,43 @@ def test_contact_deleted_between_validation_and_add_is_isolated(emu: Any) -> Non
     assert out.result.failed == 0 and out.result.added == len(indices) - 1
 
 
+def test_mirror_list_ends_equal_to_the_matched_segment_when_contacts_turn_inactive(
+    emu: Any,
+) -> None:
+    indices = [i for i in range(5600, 5700) if not emu.is_inactive(i)]
+    segment = Segment.of(emu, indices)
+    before_add, after_add = emu.contact_id(indices[10]), emu.contact_id(indices[20])
+    touched: list[str] = []
+
+    def on_progress(snapshot: SegmentResult) -> None:
+        # validated, no add sent yet: deactivate one contact (Sales still accepts the add)
+        if snapshot.progress.phase == "applying" and not touched and snapshot.added == 0:
+            emu.state.set_contact_state(before_add, 1)
+            touched.append(before_add)
+
+    first = run(emu, segment.request("Turned inactive", on_progress=on_progress))
+    assert touched and before_add in emu.state.list_members(first.result.list_id)
+    emu.state.set_contact_state(after_add, 1)  # deactivated after it was added
+    emu.reset_stats()
+
+    again = run(emu, segment.request("Turned inactive", list_id=first.result.list_id))
+
+    wanted = {emu.contact_id(i) for i in indices} - {before_add, after_add}
+    assert emu.state.list_members(first.result.list_id) == wanted
+    result = again.result
+    assert result.complete and result.removed == 2 and result.added == 0
+    assert result.matched == len(wanted) and result.left_out == {"contact-inactive": 2}
+    assert {r.contact_id for r in again.rejections} == {before_add, after_add}
+    # the statecode came with the member page: no validation request
+    assert requests_by_kind(emu.stats()) == {
+        "list-get": 1,
+        "list-members-read": 1,
+        "remove-list-members": 1,
+    }
+    fresh = run(emu, segment.request("Turned inactive, fresh"))
+    assert (fresh.result.matched, fresh.result.left_out) == (result.matched, result.left_out)
+
+
 def test_token_expiry_mid_run_refreshes_once_and_finishes(emu: Any) -> None:
     indices = range(3100, 3600)
     segment = Segment.of(emu, indices)

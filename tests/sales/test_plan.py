@@ -73,3 +73,27 @@ def test_balanced_chunks_fill_every_worker_in_the_last_round() -> None:
     assert balanced_chunks(600, 1000, 8) == 250  # split, but never below 250 a request
     assert balanced_chunks(11, 3, 4) == 3
     assert balanced_chunks(0, 1000, 8) == 1000
+
+
+def test_mirror_removes_inactive_members_and_reports_the_desired_ones() -> None:
+    plan = plan_membership(
+        [("c1", "a"), ("c2", "b")], {"a", "b", "x"}, ExportMode.MIRROR, inactive={"b", "x"}
+    )
+    assert plan.removes == (Remove("b"), Remove("x")) and plan.adds == ()
+    assert plan.kept == 1
+    (rejection,) = plan.rejections
+    assert (rejection.customer_id, rejection.reason) == ("c2", RejectionReason.CONTACT_INACTIVE)
+
+
+def test_additive_leaves_inactive_members() -> None:
+    plan = plan_membership([("c1", "a")], {"a", "x"}, ExportMode.ADDITIVE, inactive={"a", "x"})
+    assert plan.removes == () and plan.adds == () and plan.rejections == ()
+
+
+def test_streaming_diff_removes_an_inactive_member_once() -> None:
+    diff = MembershipDiff({"a": "c1", "b": "c2"}, ExportMode.MIRROR)
+    assert diff.see(["a", "b"], inactive={"b"}) == ["b"]
+    assert diff.see(["b"], inactive={"b"}) == []  # a shifted page shows it again
+    assert diff.see(["a"], inactive={"a"}) == []  # counted as kept already: the next run
+    assert diff.kept == 1 and diff.removals == 1 and diff.inactive == [Add("b", "c2")]
+    assert diff.finish() == []

@@ -336,3 +336,72 @@ def test_list_deleted_while_it_is_read_fails_the_call_as_transient(make_client: 
     with pytest.raises(TransientSalesError, match="disappeared"):
         sync_segment(make_client(fake, page_size=10), request(rows, list(rows), list_id=target.id))
     assert not any(k.endswith("MembersList") for k in fake.kinds)
+
+
+def test_mirror_removes_members_whose_contact_became_inactive(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(10)
+    rows = customers(10)
+    first = sync_segment(make_client(fake), request(rows, list(rows)))
+    list_id = first.result.list_id
+    fake.contacts[guid(3)] = 1  # deactivated in Sales after it was added
+    fake.kinds.clear()
+
+    again = sync_segment(make_client(fake), request(rows, list(rows), list_id=list_id))
+
+    # statecode comes with the member pages: no validation request for members already in
+    assert fake.kinds == ["list-get", "members", "RemoveListMembersList"]
+    assert only_list(fake).members == {guid(i) for i in range(10)} - {guid(3)}
+    result = again.result
+    assert result.complete and result.removed == 1 and result.added == 0
+    assert result.matched == 9 and result.left_out == {"contact-inactive": 1}
+    (rejection,) = again.rejections
+    assert (rejection.customer_id, rejection.reason) == ("cust-3", RejectionReason.CONTACT_INACTIVE)
+    # a fresh export of the same segment counts the same
+    fresh = sync_segment(make_client(fake), request(rows, list(rows), list_name="Fresh"))
+    assert fresh.result.matched == result.matched
+    assert fresh.result.left_out == result.left_out
+
+
+def test_additive_leaves_inactive_members_in_the_list(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(6)
+    rows = customers(6)
+    first = sync_segment(make_client(fake), request(rows, list(rows), mode=ExportMode.ADDITIVE))
+    fake.contacts[guid(2)] = 1
+    again = sync_segment(
+        make_client(fake),
+        request(rows, list(rows), list_id=first.result.list_id, mode=ExportMode.ADDITIVE),
+    )
+    assert only_list(fake).members == {guid(i) for i in range(6)}
+    assert again.result.removed == 0 and fake.count("RemoveListMembersList") == 0
+
+
+def test_contact_deactivated_between_validation_and_add_leaves_on_the_next_run(
+    make_client: MakeClient,
+) -> None:
+    fake = FakeDataverse.with_contacts(8)
+    victim = guid(4)
+
+    def hook(request: httpx.Request, kind: str) -> httpx.Response | None:
+        if kind == "AddListMembersList":
+            fake.contacts[victim] = 1  # the add itself succeeds: Sales accepts inactive members
+        return None
+
+    fake.hook = hook
+    rows = customers(8)
+    first = sync_segment(make_client(fake), request(rows, list(rows)))
+    assert victim in only_list(fake).members
+    fake.hook = None
+    again = sync_segment(make_client(fake), request(rows, list(rows), list_id=first.result.list_id))
+    assert only_list(fake).members == {guid(i) for i in range(8)} - {victim}
+    assert again.result.matched == 7 and again.result.left_out == {"contact-inactive": 1}
+
+
+def test_inactive_members_outside_the_segment_are_removed_once(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(6)
+    rows = customers(6)
+    first = sync_segment(make_client(fake), request(rows, list(rows)))
+    fake.contacts[guid(5)] = 1
+    smaller = [f"cust-{i}" for i in range(5)]
+    again = sync_segment(make_client(fake), request(rows, smaller, list_id=first.result.list_id))
+    assert again.result.removed == 1 and again.result.left_out == {}
+    assert only_list(fake).members == {guid(i) for i in range(5)}
