@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from shared.models import SegmentResult
+from shared.settings import Settings
 
 # Share of the slice budget a call may always spend applying, counted from the end of its
 # planning (reading the list, resolving members). Without it a tiny budget on a big segment
@@ -39,3 +40,8 @@ class SliceBudget:
         if now < self.deadline or not self.progressed:
             return False
         return self.apply_started is None or now >= self.apply_started + self.min_apply
+
+
+def slice_budget(settings: Settings) -> float:
+    """Seconds of work per slice: the configured slice minus a safety margin for saving."""
+    return settings.run_slice_seconds - min(30.0, settings.run_slice_seconds * 0.1)

@@ -1,0 +1,156 @@
+"""One segment's sync step inside a slice: read the segment's members, call the Sales sync
+with the slice's budget and stop conditions, record progress and the segment's list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from shared.errors import AuthenticationError, FatalSalesError, NotFoundError
+from shared.listname import ListNameError, render_list_name
+from shared.models import Connection, Export, SegmentListState, SegmentResult
+from shared.runs.budget import SliceBudget, slice_budget
+from shared.runs.failures import describe
+from shared.runs.progress import RunWriter
+from shared.runs.status import merge_segment
+from shared.settings import Settings
+
+
+def left_behind_note(export: Export, states: dict[str, SegmentListState]) -> str | None:
+    """Segments removed from the export keep their list in Sales; say so on the run."""
+    gone = sorted(name for name in states if name not in export.segments)
+    if not gone:
+        return None
+    described = ", ".join(f"{name!r} (list {states[name].list_id})" for name in gone)
+    return f"segments no longer exported, their lists were left in place in Sales: {described}"
+
+
+@dataclass
+class SegmentStep:
+    """What a segment's sync needs from its slice: the store, the progress writer, the
+    connection, and the slice's lease check and stop condition."""
+
+    store: Any
+    settings: Settings
+    writer: RunWriter
+    connection: Connection
+    check_lease: Callable[[], None]
+    should_stop: Callable[[], bool]
+
+    def run(
+        self,
+        client: Any,
+        export: Export,
+        index: int,
+        states: dict[str, SegmentListState],
+        deadline: float,
+    ) -> None:
+        from shared.sales import SegmentSyncRequest, sync_segment
+
+        run = self.writer.run
+        base = replace(run.segments[index], left_out=dict(run.segments[index].left_out))
+        name = base.segment
+        try:
+            members = self.store.segments.members(name)
+        except NotFoundError:
+            self._set_segment(
+                index, replace(base, error=f"segment {name!r} does not exist in the segment source")
+            )
+            self.writer.save()
+            return
+        try:
+            list_name = render_list_name(export.list_name, segment=name, export=export.display_name)
+        except ListNameError as exc:
+            self._set_segment(index, replace(base, error=f"the export's listName {exc}"))
+            self.writer.save()
+            return
+        state = states.get(name)
+        known_list = {"id": state.list_id if state else None}
+
+        def remember_list(result: SegmentResult) -> None:
+            if run.dry_run or not result.list_id or result.list_id == known_list["id"]:
+                return
+            self.store.export_state.put(
+                export.id,
+                SegmentListState(
+                    segment=name, list_id=result.list_id, list_name=result.list_name or list_name
+                ),
+            )
+            known_list["id"] = result.list_id
+
+        budget = SliceBudget(deadline, slice_budget(self.settings))
+        applied = [(0, 0, 0)]
+
+        def on_progress(partial: SegmentResult) -> None:
+            self.check_lease()
+            budget.observe(partial)
+            remember_list(partial)
+            self._set_segment(index, merge_segment(base, partial))
+            # Save at once after every applied chunk (a crash then loses at most the chunks in
+            # flight from the run's figures); other updates at most every PROGRESS_SAVE_INTERVAL.
+            counts = (partial.added, partial.removed, partial.failed)
+            if counts != applied[0] and not run.dry_run:
+                applied[0] = counts
+                self.writer.save()
+            else:
+                self.writer.save_if_due()
+
+        request = SegmentSyncRequest(
+            segment=name,
+            customer_ids=members,
+            lookup_customers=self._customer_lookup(members),
+            contact_id_field=self.connection.contact_id_field,
+            list_name=list_name,
+            mode=export.mode,
+            list_id=state.list_id if state else None,
+            dry_run=run.dry_run,
+            # The budget is enforced through should_stop (SliceBudget), not `deadline`: a call
+            # stops after the deadline only once it applied something and had time to apply,
+            # so every slice progresses even when planning a big segment outlasts the budget.
+            deadline=None,
+            chunk_size=self.settings.sales_chunk_size,
+            on_progress=on_progress,
+            should_stop=lambda: self.should_stop() or budget.spent(),
+        )
+        try:
+            outcome = sync_segment(client, request)
+        except AuthenticationError:
+            raise
+        except FatalSalesError as exc:
+            self.check_lease()
+            self._set_segment(
+                index,
+                replace(
+                    self.writer.run.segments[index],
+                    complete=False,
+                    error=describe(exc, self.connection),
+                ),
+            )
+            self.writer.save()
+            return
+        self.check_lease()
+        remember_list(outcome.result)
+        merged = merge_segment(base, outcome.result)
+        self.store.rejections.replace_segment(export.id, run.id, name, outcome.rejections)
+        self._set_segment(index, merged)
+        self.writer.save()
+
+    def _customer_lookup(
+        self, members: Sequence[str]
+    ) -> Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]]:
+        """One read of the segment's customer rows (only the contact-ID column), answered from
+        memory per batch, when the store offers it; else per-batch reads."""
+        customers = self.store.customers
+        prefetch = getattr(customers, "prefetch", None)
+        if prefetch is None:
+            lookup: Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]]
+            lookup = customers.get_many
+            return lookup
+        prefetched: Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]] = prefetch(
+            members, columns=[self.connection.contact_id_field]
+        )
+        return prefetched
+
+    def _set_segment(self, index: int, result: SegmentResult) -> None:
+        self.writer.run.segments[index] = result

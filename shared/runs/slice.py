@@ -1,0 +1,270 @@
+"""One time-budgeted slice of a run, run under the export's lease: sync the pending segments in
+order, then finish the run or hand off to the next slice (see shared.runs.worker)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from enum import StrEnum
+from typing import Any
+
+from shared.errors import NotFoundError
+from shared.models import Connection, Export, Run, RunMessage, RunStatus
+from shared.runs.budget import slice_budget
+from shared.runs.clock import utc_now_iso
+from shared.runs.failures import RunFatalError, describe, is_retryable
+from shared.runs.lease_keeper import Heartbeat
+from shared.runs.progress import RunClosed, RunWriter
+from shared.runs.segment_step import SegmentStep, left_behind_note
+from shared.runs.status import decide_final_status, is_pending, join_reasons
+from shared.settings import Settings
+
+log = logging.getLogger("shared.runs.worker")
+
+CONTINUATION_DELAY = 1  # seconds; lets this slice record the hand-off before the next starts
+
+ClientOpener = Callable[[Connection, Settings], AbstractContextManager[Any]]
+
+
+class Outcome(StrEnum):
+    DROPPED = "dropped"  # undecodable, or the run no longer exists
+    DUPLICATE = "duplicate"  # the run is final or a later slice already started
+    BUSY = "busy"  # another worker holds the export's lease: re-enqueued with a delay
+    CONTINUED = "continued"  # budget used up: continuation enqueued
+    FINISHED = "finished"  # the run reached a final status
+    LEASE_LOST = "lease-lost"  # the lease lapsed and another worker took over
+
+
+class LeaseLost(Exception):
+    pass
+
+
+def already_done(run: Run, message: RunMessage) -> bool:
+    if run.status.is_final:
+        return True
+    return message.slice + 1 < run.slices
+
+
+class Slice:
+    def __init__(
+        self,
+        store: Any,
+        settings: Settings,
+        message: RunMessage,
+        lease: Any,
+        open_client: ClientOpener | None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.message = message
+        self.lease = lease
+        self.open_client = open_client
+        self.connection: Connection | None = None
+        self.writer: RunWriter | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.released = False
+
+    # --- entry / exit ----------------------------------------------------------------------
+
+    def execute(self, dequeue_count: int) -> Outcome:
+        try:
+            return self._execute()
+        except LeaseLost:
+            return Outcome.LEASE_LOST
+        except RunClosed:
+            return Outcome.DUPLICATE
+        except Exception as exc:
+            detail = describe(exc, self.connection)
+            if is_retryable(exc) and dequeue_count < self.settings.max_dequeue_count:
+                log.warning(
+                    "run %s attempt %d failed, will retry: %s",
+                    self.message.run_id,
+                    dequeue_count,
+                    detail,
+                )
+                self._note_retry(detail, dequeue_count)
+                raise
+            if is_retryable(exc):
+                detail = f"gave up after {dequeue_count} attempts: {detail}"
+            log.warning("run %s failed: %s", self.message.run_id, detail)
+            self._finish_failed(detail)
+            return Outcome.FINISHED
+
+    def close(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        self._release_lease()
+
+    def _release_lease(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        lease = self.heartbeat.lease if self.heartbeat is not None else self.lease
+        if self.heartbeat is not None and self.heartbeat.lost:
+            return
+        try:
+            self.store.leases.release(lease)
+        except Exception as exc:  # it expires anyway
+            log.warning("could not release the lease (%s)", type(exc).__name__)
+
+    # --- the slice -------------------------------------------------------------------------
+
+    def _execute(self) -> Outcome:
+        message = self.message
+        run: Run = self.store.runs.get(message.export_id, message.run_id)
+        if already_done(run, message):
+            return Outcome.DUPLICATE
+        self.writer = RunWriter(self.store, run)
+        if run.cancel_requested:
+            return self._finish(RunStatus.CANCELED, run.reason or "canceled")
+        started = time.monotonic()
+        deadline = started + slice_budget(self.settings)
+        run.status = RunStatus.RUNNING
+        run.started_at = run.started_at or utc_now_iso()
+        run.slices = max(run.slices, message.slice + 1)
+        self.writer.save()
+        self.heartbeat = Heartbeat(self.store, self.settings, self.lease, self.writer.run)
+        self.heartbeat.start()
+
+        export = self._load_export()
+        self.connection = self._load_connection(export)
+        states = self.store.export_state.get(export.id)
+        left_behind = left_behind_note(export, states)
+        step = SegmentStep(
+            self.store,
+            self.settings,
+            self.writer,
+            self.connection,
+            check_lease=self._check_lease,
+            should_stop=self._should_stop,
+        )
+
+        with self._open_client(self.connection) as client:
+            first = True
+            for index in range(len(self.writer.run.segments)):
+                if not is_pending(self.writer.run.segments[index]):
+                    continue
+                if self._should_stop() or (not first and time.monotonic() >= deadline):
+                    break
+                first = False  # the first pending segment always starts: every slice progresses
+                step.run(client, export, index, states, deadline)
+                if is_pending(self.writer.run.segments[index]):
+                    break  # budget or cancel stopped it mid-segment
+        self._check_lease()
+        run = self.writer.run
+        pending = any(is_pending(s) for s in run.segments)
+        canceled = run.cancel_requested or (self.heartbeat and self.heartbeat.cancel_requested)
+        if canceled and pending:  # a cancel that arrives after the last chunk changes nothing
+            reason = run.reason or (self.heartbeat.cancel_reason if self.heartbeat else None)
+            return self._finish(RunStatus.CANCELED, join_reasons(reason or "canceled", left_behind))
+        if pending:
+            return self._continue()
+        status, reason = decide_final_status(run.segments)
+        run.error = None if status is not RunStatus.FAILED else (reason or "the run failed")
+        return self._finish(
+            status, join_reasons(reason if status is not RunStatus.FAILED else None, left_behind)
+        )
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _should_stop(self) -> bool:
+        hb = self.heartbeat
+        return bool(hb and (hb.lost or hb.cancel_requested))
+
+    def _check_lease(self) -> None:
+        if self.heartbeat is not None and self.heartbeat.lost:
+            raise LeaseLost()
+
+    def _open_client(self, connection: Connection) -> AbstractContextManager[Any]:
+        opener = self.open_client
+        if opener is None:
+            from shared.sales import open_sales_client
+
+            opener = open_sales_client
+        return opener(connection, self.settings)
+
+    def _load_export(self) -> Export:
+        try:
+            export: Export = self.store.exports.get(self.message.export_id)
+        except NotFoundError:
+            raise RunFatalError("the export was deleted while the run was queued") from None
+        if export.detached:
+            raise RunFatalError(
+                "the export is detached: its connection was deleted; "
+                "attach a connection and run it again"
+            )
+        return export
+
+    def _load_connection(self, export: Export) -> Connection:
+        assert export.connection_id is not None
+        try:
+            connection: Connection = self.store.connections.get(export.connection_id)
+        except NotFoundError:
+            raise RunFatalError(
+                f"the export's connection {export.connection_id} no longer exists; "
+                "attach another connection"
+            ) from None
+        return connection
+
+    def _continue(self) -> Outcome:
+        assert self.writer is not None
+        following = RunMessage(
+            export_id=self.message.export_id,
+            run_id=self.message.run_id,
+            slice=self.message.slice + 1,
+        )
+        # Enqueue first: a crash after this leaves at worst a redundant (convergent) slice,
+        # never a run without a message. The lease keeps the next slice waiting until we are done.
+        self.store.queue.send(following, visibility_timeout=CONTINUATION_DELAY)
+        self.writer.run.slices = max(self.writer.run.slices, following.slice + 1)
+        self.writer.save()
+        log.info("run %s continues in slice %d", self.message.run_id, following.slice)
+        return Outcome.CONTINUED
+
+    def _finish(self, status: RunStatus, reason: str | None) -> Outcome:
+        assert self.writer is not None
+        run = self.writer.run
+        run.status = status
+        run.finished_at = utc_now_iso()
+        run.reason = reason
+        for segment in run.segments:
+            if segment.complete:
+                segment.progress.phase = "done"
+        self.writer.save()
+        self.store.active_runs.release(run.export_id, run.id)
+        log.info("run %s finished: %s", run.id, status)
+        return Outcome.FINISHED
+
+    def _finish_failed(self, detail: str) -> None:
+        writer = self.writer
+        if writer is None:
+            writer = self.writer = RunWriter(
+                self.store, self.store.runs.get(self.message.export_id, self.message.run_id)
+            )
+            if writer.run.status.is_final:
+                return
+        writer.run.error = detail
+        try:
+            self._finish(
+                RunStatus.FAILED, writer.run.reason if writer.run.cancel_requested else None
+            )
+        except RunClosed:
+            return
+
+    def _note_retry(self, detail: str, dequeue_count: int) -> None:
+        """Best effort: show the retry on the run while it waits for the next delivery."""
+        try:
+            writer = self.writer or RunWriter(
+                self.store, self.store.runs.get(self.message.export_id, self.message.run_id)
+            )
+            writer.run.error = (
+                f"attempt {dequeue_count} of {self.settings.max_dequeue_count} failed, "
+                f"retrying: {detail}"
+            )
+            writer.save()
+        except Exception as exc:
+            log.warning(
+                "could not record the retry on run %s (%s)", self.message.run_id, type(exc).__name__
+            )
