@@ -33,10 +33,13 @@ class TokenError(Exception):
         self.error = error
         self.code = code
         self.description = description
+        self.claims: str | None = None  # a Conditional Access claims challenge (JSON)
 
     def body(self) -> dict[str, Any]:
         trace = str(uuid.uuid4())
+        extra = {"claims": self.claims} if self.claims else {}
         return {
+            **extra,
             "error": self.error,
             "error_description": f"AADSTS{self.code}: {self.description} Trace ID: {trace}",
             "error_codes": [self.code],
@@ -177,6 +180,37 @@ class TokenService:
         if time.time() >= principal.expires_at:
             raise PermissionError("Bearer token has expired.")
         return principal
+
+    def mint_user_token(self, client_id: str, user_id: str, scope: str) -> str:
+        """A delegated access token: Dataverse calls made with it act as ``user_id``."""
+        now = time.time()
+        expires_at = now + self.lifetime
+        claims = {
+            "aud": self.base_url,
+            "iss": f"https://sts.windows.net/{self.tenant_id}/",
+            "iat": int(now),
+            "nbf": int(now),
+            "exp": int(expires_at),
+            "appid": client_id,
+            "oid": user_id,
+            "sub": user_id,
+            "scp": scope,
+            "tid": self.tenant_id,
+            "jti": secrets.token_hex(8),
+        }
+        token = jwt.encode(claims, self._key, algorithm="HS256")
+        with self._lock:
+            self._tokens[token] = Principal(client_id, user_id, expires_at)
+        return token
+
+    def expire_user_tokens(self, user_id: str) -> int:
+        """Expire the access tokens issued to one user (revocation drills)."""
+        with self._lock:
+            hits = [t for t, p in self._tokens.items() if p.user_id == user_id]
+            for token in hits:
+                p = self._tokens[token]
+                self._tokens[token] = Principal(p.client_id, p.user_id, 0.0)
+            return len(hits)
 
     def expire_tokens(self) -> int:
         """Make every issued token expired (tests of the 401-refresh path)."""

@@ -24,10 +24,11 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from emulator import data
 from emulator.auth import Principal, TokenError, TokenService
+from emulator.authorize import AuthorizeService
 from emulator.batch import execute_batch
 from emulator.config import EmulatorConfig, Faults
 from emulator.faults import FaultInjector
@@ -55,6 +56,7 @@ class Emulator:
         clients = {self.client_id: self.client_secret, **cfg.extra_clients}
         users = {cid: data.derived_guid(seed, f"user:{cid}") for cid in clients}
         self.tokens = TokenService(self.tenant_id, clients, users, cfg.token_lifetime_seconds)
+        self.authorize = AuthorizeService(self.tokens, seed)  # delegated sign-in (users)
         self.state = State(cfg.contacts, cfg.inactive_fraction, seed, users[self.client_id])
         self.api = WebApi(
             cfg,
@@ -172,6 +174,19 @@ class _Handler(BaseHTTPRequestHandler):
                 app.stats.record("openid-configuration", 200, method="GET", path=path)
                 self._send_json(200, doc)
                 return
+            if len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "authorize"]:
+                query = self.path.split("?", 1)[1] if "?" in self.path else ""
+                status, page, location = app.authorize.authorize(
+                    parts[0], self.command, query, body
+                )
+                app.stats.record("authorize", status, method=self.command, path=path)
+                headers = {"Cache-Control": "no-store"}
+                if location:
+                    self._send(302, b"", {**headers, "Location": location})
+                else:
+                    html_headers = {**headers, "Content-Type": "text/html; charset=utf-8"}
+                    self._send(status, page.encode(), html_headers)
+                return
             if len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "token"]:
                 if self.command != "POST":
                     raise TokenError(
@@ -188,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
                         ) from exc
                     cid, _, secret = raw.partition(":")
                     basic = (unquote(cid), unquote(secret))
-                doc = app.tokens.issue(parts[0], body, basic)
+                doc = self._token(app, parts[0], body, basic)
                 app.stats.record("token", 200, method="POST", path=path)
                 self._send_json(200, doc, {"Cache-Control": "no-store", "Pragma": "no-cache"})
                 return
@@ -198,6 +213,18 @@ class _Handler(BaseHTTPRequestHandler):
         except TokenError as err:
             app.stats.record("token", err.status, method=self.command, path=path)
             self._send_json(err.status, err.body(), {"Cache-Control": "no-store"})
+
+    @staticmethod
+    def _token(
+        app: Emulator, tenant: str, body: bytes, basic: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        if form.get("grant_type") in ("authorization_code", "refresh_token"):
+            app.tokens._check_tenant(tenant)
+            client_id = form.get("client_id") or (basic[0] if basic else "")
+            secret = form.get("client_secret") or (basic[1] if basic else "")
+            return app.authorize.token(form, client_id, secret)
+        return app.tokens.issue(tenant, body, basic)
 
     # -- the Web API --------------------------------------------------------------------------
     def _api(self, app: Emulator, body: bytes) -> None:
@@ -367,6 +394,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(400, {"error": str(exc)})
                 return
             self._send_json(200, {"ok": True})
+        elif (
+            m == "POST"
+            and len(parts) == 3
+            and parts[0] == "users"
+            and parts[1] in (app.authorize.users)
+        ):
+            if parts[2] == "revoke-sessions":
+                self._send_json(200, {"revoked": app.authorize.revoke_sessions(parts[1])})
+            elif parts[2] == "claims-challenge":
+                app.authorize.demand_claims(parts[1], bool(doc.get("on", True)))
+                self._send_json(200, {"ok": True})
+            else:
+                self._send_json(404, {"error": f"unknown user hook {parts[2]}"})
         elif m == "POST" and parts == ["expire-tokens"]:
             self._send_json(200, {"expired": app.tokens.expire_tokens()})
         elif m == "GET" and len(parts) == 3 and parts[0] == "lists" and parts[2] == "members":
@@ -501,6 +541,11 @@ class RunningEmulator:
 
     def expire_tokens(self) -> int:
         return self._app.tokens.expire_tokens()
+
+    @property
+    def authorize(self) -> AuthorizeService:
+        """Delegated sign-in: seeded users, revoke_sessions(user), demand_claims(user)."""
+        return self._app.authorize
 
     def connection_info(self) -> dict[str, str]:
         return {

@@ -58,6 +58,17 @@ class AuthenticationError(FatalSalesError):
     """Entra ID refused the app identity, or Dataverse refused its token."""
 
 
+class SessionEndedError(AuthenticationError):
+    """A delegated connection's signed-in session ended (refresh token revoked or expired, or a
+    Conditional Access claims challenge): only signing in again helps."""
+
+    MESSAGE = "the signed-in account's session ended: sign in again"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(self.MESSAGE)
+        self.detail = detail  # Entra's error code only (never a token)
+
+
 class MemberRejectedError(SalesError):
     """Sales refused one member (e.g. a contact deleted after validation); skip it, go on."""
 

@@ -18,6 +18,7 @@ class UsableBy(StrEnum):
 class CredentialKind(StrEnum):
     CLIENT_SECRET = "client-secret"
     MANAGED_IDENTITY = "managed-identity"
+    DELEGATED = "delegated"  # a signed-in Sales user (auth code + PKCE; encrypted token cache)
 
 
 class ExportMode(StrEnum):
@@ -82,6 +83,26 @@ class Credential:
     # Name of the app setting that holds the client secret (may itself be a Key Vault reference).
     # The secret value is never stored.
     secret_setting: str | None = None
+
+
+class SignInStatus(StrEnum):
+    SIGNED_IN = "signed-in"
+    SIGN_IN_NEEDED = "sign-in-needed"
+
+
+@dataclass(slots=True)
+class SignIn:
+    """A delegated connection's sign-in: who, when, and its msal token cache, ENCRYPTED (the
+    cipher text only; see shared/sales/tokencache.py). Kept apart from the connection so token
+    rotation never changes the connection's ETag."""
+
+    connection_id: str
+    account: str = ""  # the signed-in user's name (preferred_username)
+    signed_in_at: str = ""  # ISO 8601 UTC
+    status: SignInStatus = SignInStatus.SIGNED_IN
+    reason: str = ""  # why sign-in is needed, in words
+    encrypted_cache: str = ""
+    etag: str | None = None
 
 
 @dataclass(slots=True)

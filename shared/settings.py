@@ -112,6 +112,9 @@ class Settings:
     local_dev_user: str = "local-dev@localhost"
     local_dev_roles: tuple[str, ...] = ("Admin",)
     max_upload_bytes: int = 64 * 1024 * 1024
+    # Key (base64, 32 bytes) that encrypts delegated connections' token caches at rest; in Azure
+    # a Key Vault reference. Never logged (repr=False).
+    token_cache_key: str | None = field(default=None, repr=False)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -169,6 +172,7 @@ class Settings:
             max_upload_bytes=_int(
                 env, "MAX_UPLOAD_BYTES", d.max_upload_bytes, low=1024, high=1024 * 1024 * 1024
             ),
+            token_cache_key=env.get("TOKEN_CACHE_KEY") or None,
             environ=env,
         )
         if settings.auth_mode is AuthMode.ENTRA and not (

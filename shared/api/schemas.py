@@ -27,6 +27,8 @@ from shared.models import (
     CredentialKind,
     Export,
     ExportMode,
+    SignIn,
+    SignInStatus,
     UsableBy,
 )
 
@@ -101,6 +103,19 @@ class ClientSecretCredentialIn(InputModel):
     )
 
 
+class DelegatedCredentialIn(InputModel):
+    """A Sales user signs in (POST /api/connections/{id}/sign-in) and runs act as that user.
+    The app registration is a confidential web app: its secret is read from ``secretSetting``."""
+
+    kind: Literal["delegated"]
+    tenant_id: TenantId
+    client_id: Guid
+    secret_setting: SettingName = Field(
+        description="NAME of the app setting (or Key Vault reference) holding the app "
+        "registration's client secret; never the secret itself"
+    )
+
+
 class ManagedIdentityCredentialIn(InputModel):
     kind: Literal["managed-identity"]
     client_id: Guid | None = Field(
@@ -109,7 +124,8 @@ class ManagedIdentityCredentialIn(InputModel):
 
 
 CredentialIn = Annotated[
-    ClientSecretCredentialIn | ManagedIdentityCredentialIn, Field(discriminator="kind")
+    ClientSecretCredentialIn | ManagedIdentityCredentialIn | DelegatedCredentialIn,
+    Field(discriminator="kind"),
 ]
 
 
@@ -127,7 +143,7 @@ class ConnectionIn(InputModel):
 
 
 class CredentialPatch(InputModel):
-    kind: Literal["client-secret", "managed-identity"] | None = None
+    kind: Literal["client-secret", "managed-identity", "delegated"] | None = None
     tenant_id: str | None = None
     client_id: str | None = None
     secret_setting: str | None = None
@@ -159,6 +175,16 @@ class AuditOut(OutputModel):
     updated_at: str = ""
 
 
+class SignInOut(OutputModel):
+    """Who signed a delegated connection in, and whether runs can still use the session. The
+    token cache itself never leaves the server."""
+
+    status: SignInStatus
+    account: str = ""
+    signed_in_at: str = ""
+    reason: str = ""
+
+
 class ConnectionOut(AuditOut):
     id: str
     display_name: str
@@ -167,6 +193,29 @@ class ConnectionOut(AuditOut):
     server_address: str
     credential: CredentialOut
     contact_id_field: str
+    sign_in: SignInOut | None = Field(
+        default=None,
+        description="delegated connections only: null until someone signs in",
+    )
+
+
+class SignInStartIn(InputModel):
+    redirect_uri: Annotated[str, StringConstraints(min_length=8, max_length=2048)] = Field(
+        description="where the authority sends the browser back (registered on the app)"
+    )
+
+
+class SignInStartOut(OutputModel):
+    authorize_url: str
+    flow: str = Field(description="opaque, encrypted; send it back with the answer")
+
+
+class SignInCompleteIn(InputModel):
+    flow: Annotated[str, StringConstraints(min_length=1, max_length=16384)]
+    query: dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        Annotated[str, StringConstraints(max_length=8192)],
+    ] = Field(description="the query parameters the authority sent back (code, state, ...)")
 
 
 class ConnectionSummary(OutputModel):
@@ -198,11 +247,11 @@ class ConnectionTestOut(OutputModel):
 
 
 def credential_from_input(
-    value: ClientSecretCredentialIn | ManagedIdentityCredentialIn,
+    value: ClientSecretCredentialIn | ManagedIdentityCredentialIn | DelegatedCredentialIn,
 ) -> Credential:
-    if isinstance(value, ClientSecretCredentialIn):
+    if isinstance(value, ClientSecretCredentialIn | DelegatedCredentialIn):
         return Credential(
-            kind=CredentialKind.CLIENT_SECRET,
+            kind=CredentialKind(value.kind),
             tenant_id=value.tenant_id,
             client_id=value.client_id,
             secret_setting=value.secret_setting,
@@ -213,7 +262,7 @@ def credential_from_input(
 def connection_input_dict(connection: Connection) -> dict[str, Any]:
     """The connection as the camelCase input document (for merge patching)."""
     cred: dict[str, Any] = {"kind": connection.credential.kind.value}
-    if connection.credential.kind is CredentialKind.CLIENT_SECRET:
+    if connection.credential.kind in (CredentialKind.CLIENT_SECRET, CredentialKind.DELEGATED):
         cred.update(
             tenantId=connection.credential.tenant_id,
             clientId=connection.credential.client_id,
@@ -240,8 +289,16 @@ def _audit(audit: Audit) -> dict[str, str]:
     }
 
 
-def connection_out(connection: Connection) -> ConnectionOut:
+def connection_out(connection: Connection, signin: SignIn | None = None) -> ConnectionOut:
     cred = connection.credential
+    sign_in = None
+    if signin is not None and cred.kind is CredentialKind.DELEGATED:
+        sign_in = SignInOut(
+            status=signin.status,
+            account=signin.account,
+            signed_in_at=signin.signed_in_at,
+            reason=signin.reason,
+        )
     return ConnectionOut(
         id=connection.id,
         display_name=connection.display_name,
@@ -255,6 +312,7 @@ def connection_out(connection: Connection) -> ConnectionOut:
             secret_setting=cred.secret_setting,
         ),
         contact_id_field=connection.contact_id_field,
+        sign_in=sign_in,
         **_audit(connection.audit),
     )
 

@@ -13,6 +13,7 @@ from shared.errors import (
     ConfigurationError,
     FatalSalesError,
     SalesError,
+    SessionEndedError,
     StoreError,
     StoreUnavailableError,
     TransientSalesError,
@@ -37,6 +38,8 @@ def describe(exc: BaseException, connection: Connection | None) -> str:
     """A short message for run.error / segment.error."""
     if isinstance(exc, RunFatalError | ConfigurationError):
         return _short(str(exc))
+    if isinstance(exc, SessionEndedError):
+        return SessionEndedError.MESSAGE
     if isinstance(exc, AuthenticationError):
         if _unknown_resource(exc):
             return (

@@ -20,6 +20,7 @@ from shared.errors import ConfigurationError
 from shared.models import Connection, CredentialKind
 from shared.sales.auth import ManagedIdentityProvider, MsalClientSecretProvider, TokenProvider
 from shared.sales.client import Gate, RetryPolicy, SalesClient, ThrottleGate
+from shared.sales.delegated import DelegatedProvider, SignInStore
 from shared.settings import Settings
 
 DOP_HINT_TTL = 900.0  # seconds a remembered x-ms-dop-hint stays trusted
@@ -32,11 +33,14 @@ _dop_hints: dict[str, tuple[int, float]] = {}
 
 def _identity_key(connection: Connection, settings_key: tuple[str, ...]) -> tuple[str, ...]:
     cred = connection.credential
+    # A delegated connection acts as its own signed-in user: its own tokens and its own limits.
+    user = connection.id if cred.kind is CredentialKind.DELEGATED else ""
     return (
         connection.server_address.rstrip("/").lower(),
         cred.kind.value,
         cred.tenant_id or "",
         cred.client_id or "",
+        user,
         *settings_key,
     )
 
@@ -48,10 +52,20 @@ def identity_key(connection: Connection) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
 
 
-def build_token_provider(connection: Connection, settings: Settings) -> TokenProvider:
+def _default_signins(settings: Settings) -> SignInStore:
+    from shared.store import open_store  # lazy: only delegated connections need the store here
+
+    return open_store(settings).signins  # type: ignore[no-any-return]
+
+
+def build_token_provider(
+    connection: Connection, settings: Settings, signins: SignInStore | None = None
+) -> TokenProvider:
     """A fresh provider for the connection's credential (secret read when first needed)."""
     cred = connection.credential
     scope = f"{connection.server_address.rstrip('/')}/.default"
+    if cred.kind is CredentialKind.DELEGATED:
+        return DelegatedProvider(connection, settings, signins or _default_signins(settings))
     if cred.kind is CredentialKind.MANAGED_IDENTITY:
         return ManagedIdentityProvider(scope=scope, client_id=cred.client_id)
     if not (cred.tenant_id and cred.client_id and cred.secret_setting):
@@ -69,12 +83,16 @@ def build_token_provider(connection: Connection, settings: Settings) -> TokenPro
     )
 
 
-def _shared_provider(connection: Connection, settings: Settings) -> TokenProvider:
+def _shared_provider(
+    connection: Connection, settings: Settings, signins: SignInStore | None = None
+) -> TokenProvider:
     cred = connection.credential
     # The secret's value is part of the key (hashed, in memory only) so a rotated secret gets
     # a new msal application instead of a stale one.
     secret_hash = ""
-    if cred.kind is CredentialKind.CLIENT_SECRET and cred.secret_setting:
+    if cred.kind in (CredentialKind.CLIENT_SECRET, CredentialKind.DELEGATED) and (
+        cred.secret_setting
+    ):
         raw = settings.environ.get(cred.secret_setting, "")
         secret_hash = hashlib.sha256(raw.encode()).hexdigest()
     key = _identity_key(
@@ -83,7 +101,7 @@ def _shared_provider(connection: Connection, settings: Settings) -> TokenProvide
     with _lock:
         provider = _providers.get(key)
         if provider is None:
-            provider = build_token_provider(connection, settings)
+            provider = build_token_provider(connection, settings, signins)
             _providers[key] = provider
         return provider
 
@@ -130,6 +148,7 @@ def open_sales_client(
     retry: RetryPolicy | None = None,
     gate: Gate | None = None,
     deadline: float | None = None,
+    signins: SignInStore | None = None,
 ) -> Iterator[SalesClient]:
     """A SalesClient for ``connection``; closes its HTTP pool on exit. ``gate`` replaces this
     process's gate (the runs wire one shared by every process of the identity); ``deadline``
@@ -137,7 +156,7 @@ def open_sales_client(
     server = connection.server_address.rstrip("/").lower()
     client = SalesClient(
         connection.server_address,
-        _shared_provider(connection, settings),
+        _shared_provider(connection, settings, signins),
         verify=settings.sales_ca_bundle or True,
         max_parallel=settings.sales_max_parallel,
         page_size=settings.sales_page_size,

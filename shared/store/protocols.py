@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # only for annotations: keeps this module free of Azure SDK i
         Run,
         RunMessage,
         SegmentListState,
+        SignIn,
     )
     from shared.settings import Settings
     from shared.store.customers import ImportReport
@@ -130,6 +131,12 @@ class RunQueueApi(Protocol):
     def close(self) -> None: ...
 
 
+class SignInStoreApi(Protocol):
+    def get(self, connection_id: str) -> SignIn | None: ...
+    def put(self, signin: SignIn, if_match: str | None) -> SignIn: ...
+    def delete(self, connection_id: str) -> None: ...
+
+
 class StoreApi(Protocol):
     """Every repository and the run queue, as one object per process."""
 
@@ -153,6 +160,8 @@ class StoreApi(Protocol):
     def segments(self) -> SegmentStore: ...
     @property
     def customers(self) -> CustomerStore: ...
+    @property
+    def signins(self) -> SignInStoreApi: ...
     @property
     def queue(self) -> RunQueueApi: ...
 

@@ -28,6 +28,7 @@ from shared.store.runs import (
     RunRepository,
 )
 from shared.store.segments import SEGMENT_CHUNKS, SEGMENTS, SegmentRepository
+from shared.store.signins import SIGNINS, SignInRepository
 from shared.store.tables import Tables
 
 TABLES = (
@@ -42,6 +43,7 @@ TABLES = (
     SEGMENT_CHUNKS,
     CUSTOMERS,
     BUDGETS,
+    SIGNINS,
 )
 
 
@@ -78,6 +80,7 @@ class Store:
         self.segments = SegmentRepository(self.tables)
         self.customers = CustomerRepository(self.tables)
         self.budgets = BudgetRepository(self.tables, clock)
+        self.signins = SignInRepository(self.tables)
         self.queue = RunQueue(
             settings.storage_connection, settings.run_queue, **{**QUEUE_RETRY, **options}
         )

@@ -11,6 +11,8 @@ CONTRACT = {
     "/api/connections": {"get", "post"},
     "/api/connections/{connection_id}": {"get", "patch", "delete"},
     "/api/connections/{connection_id}/test": {"post"},
+    "/api/connections/{connection_id}/sign-in": {"post"},
+    "/api/connections/{connection_id}/sign-in/complete": {"post"},
     "/api/exports": {"get", "post"},
     "/api/exports/{export_id}": {"get", "patch", "delete"},
     "/api/exports/{export_id}/runs": {"get", "post"},

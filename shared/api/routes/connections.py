@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
@@ -29,13 +30,16 @@ from shared.api.schemas import (
     ConnectionPatch,
     ConnectionTestOut,
     ProbeCheckOut,
+    SignInCompleteIn,
+    SignInStartIn,
+    SignInStartOut,
     connection_input_dict,
     connection_out,
     connection_summary,
     credential_from_input,
 )
 from shared.errors import PreconditionFailedError
-from shared.models import Audit, Connection, CredentialKind, UsableBy
+from shared.models import Audit, Connection, CredentialKind, SignIn, UsableBy
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
@@ -71,10 +75,18 @@ def _build(body: ConnectionIn, settings: Settings, *, id: str, audit: Audit) -> 
     )
 
 
-def _with_etag(response: Response, connection: Connection) -> ConnectionOut:
+def _signin(store: StoreApi, connection: Connection) -> SignIn | None:
+    if connection.credential.kind is not CredentialKind.DELEGATED:
+        return None
+    return store.signins.get(connection.id)
+
+
+def _with_etag(
+    response: Response, connection: Connection, store: StoreApi | None = None
+) -> ConnectionOut:
     if connection.etag:
         response.headers["ETag"] = connection.etag
-    return connection_out(connection)
+    return connection_out(connection, _signin(store, connection) if store else None)
 
 
 @router.get("", response_model=ConnectionList, summary="List connections (shape depends on role)")
@@ -83,7 +95,7 @@ def list_connections(
 ) -> ConnectionList:
     connections = sorted(store.connections.list(), key=lambda c: c.display_name.lower())
     if caller.is_admin:
-        return ConnectionList(items=[connection_out(c) for c in connections])
+        return ConnectionList(items=[connection_out(c, _signin(store, c)) for c in connections])
     return ConnectionList(
         items=[connection_summary(c) for c in connections if usable_by_contributors(c)]
     )
@@ -125,7 +137,7 @@ def get_connection(
     caller: Annotated[Caller, Depends(admin)],
     store: Annotated[StoreApi, Depends(get_store)],
 ) -> ConnectionOut:
-    return _with_etag(response, store.connections.get(connection_id))
+    return _with_etag(response, store.connections.get(connection_id), store)
 
 
 @router.patch(
@@ -164,7 +176,7 @@ def patch_connection(
                 raise
             continue  # changed between our read and write: merge again onto the new version
         log.info("connection %s changed by %s", connection_id, caller.name)
-        return _with_etag(response, saved)
+        return _with_etag(response, saved, store)
     raise ApiProblem(409, "The connection kept changing; try again.", kind="conflict")
 
 
@@ -197,6 +209,7 @@ def delete_connection(
     store.connections.delete(connection_id, if_match=current.etag)
     # An export saved on this connection meanwhile would point nowhere: detach it too.
     store.exports.detach_connection(connection_id)
+    store.signins.delete(connection_id)  # the token cache goes with its connection
     log.info("connection %s deleted by %s (detached %d)", connection_id, caller.name, len(users))
     return Response(status_code=204)
 
@@ -240,3 +253,77 @@ def _secret_value(connection: Connection, settings: Settings) -> str | None:
     if cred.kind is CredentialKind.CLIENT_SECRET and cred.secret_setting:
         return settings.environ.get(cred.secret_setting) or None
     return None
+
+
+# --- delegated sign-in (credential kind "delegated") --------------------------------------------
+
+
+def _delegated(store: StoreApi, connection_id: str) -> Connection:
+    connection: Connection = store.connections.get(connection_id)
+    if connection.credential.kind is not CredentialKind.DELEGATED:
+        raise field_error(
+            409, "credential.kind", "only connections with the delegated credential sign in"
+        )
+    return connection
+
+
+def _check_redirect(uri: str) -> str:
+    parts = urlsplit(uri)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise field_error(422, "redirectUri", "must be https (http only for localhost)")
+    if not parts.hostname or parts.fragment or parts.username or parts.password:
+        raise field_error(422, "redirectUri", "must be an absolute URL without a fragment")
+    return uri
+
+
+@router.post(
+    "/{connection_id}/sign-in",
+    response_model=SignInStartOut,
+    summary="Start signing a Sales user in (Admin; delegated connections)",
+    description="Returns the authority's sign-in address (authorization code flow with PKCE) "
+    "and an encrypted flow to send back to /sign-in/complete with the authority's answer.",
+)
+def start_sign_in(
+    connection_id: ConnectionId,
+    body: SignInStartIn,
+    caller: Annotated[Caller, Depends(admin)],
+    store: Annotated[StoreApi, Depends(get_store)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> SignInStartOut:
+    from shared.sales import delegated  # lazy: msal
+
+    connection = _delegated(store, connection_id)
+    url, flow = delegated.start_sign_in(connection, settings, _check_redirect(body.redirect_uri))
+    return SignInStartOut(authorize_url=url, flow=flow)
+
+
+@router.post(
+    "/{connection_id}/sign-in/complete",
+    response_model=ConnectionOut,
+    summary="Finish the sign-in with the authority's answer (Admin; delegated connections)",
+)
+def complete_sign_in(
+    connection_id: ConnectionId,
+    body: SignInCompleteIn,
+    response: Response,
+    caller: Annotated[Caller, Depends(admin)],
+    store: Annotated[StoreApi, Depends(get_store)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> ConnectionOut:
+    from shared.sales import delegated  # lazy: msal
+
+    connection = _delegated(store, connection_id)
+    if "error" in body.query:
+        raise ApiProblem(
+            400,
+            f"The sign-in was not completed ({body.query['error'][:100]}).",
+            kind="sign-in-failed",
+        )
+    try:
+        signin = delegated.complete_sign_in(connection, settings, body.flow, dict(body.query))
+    except delegated.SignInError as exc:
+        raise ApiProblem(400, f"The sign-in failed: {exc}.", kind="sign-in-failed") from None
+    store.signins.put(signin, "*")  # a new sign-in replaces the previous one
+    log.info("connection %s signed in by %s as %s", connection_id, caller.name, signin.account)
+    return _with_etag(response, connection, store)
