@@ -70,6 +70,9 @@ class EmulatorConfig:
     max_url_length: int = 32768
     max_batch_inner_url_length: int = 65536
     max_body_bytes: int = 64 * 1024 * 1024
+    # Members per AddListMembersList / RemoveListMembersList. Not documented by Microsoft; a
+    # stricter stand-in caps a call at 1,000 (Microsoft's bulk guidance starts at ~1,000 too).
+    max_members_per_call: int = 1000
     log_size: int = 100_000
     limits: Limits = field(default_factory=Limits)
     costs: Costs = field(default_factory=Costs)

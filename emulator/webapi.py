@@ -15,8 +15,11 @@ Documented choices for behaviour the reference marks UNCONFIRMED (also in README
   AddListMembersList; RemoveMemberList is bound like AddMemberList and takes EntityId = contactid.
 * Dynamic (type true), non-contact (createdfromcode != 2), inactive (statecode 1) or locked
   (lockstatus true) lists reject adds AND removes with 400 (code 0x80044331).
-* Empty Members collection: 204, nothing changes. No maximum members per call (body size only),
-  no maximum ids per Microsoft.Dynamics.CRM.In (URL length only).
+* Empty Members collection: 204, nothing changes. More than `max_members_per_call` (1,000)
+  members in one AddListMembersList / RemoveListMembersList: 400 (0x80040203) "The number of
+  members (N) exceeds the maximum of 1000 allowed in one request." (the service's limit is not
+  documented; a stricter stand-in caps at 1,000). No maximum ids per Microsoft.Dynamics.CRM.In
+  (URL length only).
 * `membertype` is optional on list create (defaults to createdfromcode); if sent it must match.
 * Not found is 404 with code 0x80040217 and "<table> With Id = <id> Does Not Exist".
 * `$ref` associate/disassociate on listcontact_association and writes to listmembers: 400
@@ -966,6 +969,13 @@ class WebApi:
                     CODE_VALIDATION,
                 )
             ids.append(self._guid_value(member.get(key), key))
+        cap = self.cfg.max_members_per_call
+        if len(ids) > cap:
+            raise bad_request(
+                f"The number of members ({len(ids)}) exceeds the maximum of {cap} allowed in one "
+                f"{name} request.",
+                CODE_INVALID_ARGUMENT,
+            )
         with self.state.transaction():
             self._check_member_list(lid, adding=add)
             for cid in ids:

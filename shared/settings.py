@@ -55,6 +55,23 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     return value
 
 
+SALES_MAX_MEMBERS_PER_CALL = 1000  # members per AddListMembersList / RemoveListMembersList
+
+
+def _chunk_size(env: Mapping[str, str], default: int) -> int:
+    """SALES_CHUNK_SIZE, bounded by what the list actions accept. Dataverse documents no
+    maximum; a service checked against refuses more than 1,000 members a call, and Microsoft's
+    bulk-operation guidance starts at about 1,000 a request: the stricter reading."""
+    cap = SALES_MAX_MEMBERS_PER_CALL
+    value = _int(env, "SALES_CHUNK_SIZE", default, low=1, high=10**9)
+    if value > cap:
+        raise ConfigurationError(
+            f"setting SALES_CHUNK_SIZE must be between 1 and {cap}, got {value}: Sales refuses "
+            f"AddListMembersList / RemoveListMembersList calls with more than {cap} members"
+        )
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -151,7 +168,7 @@ class Settings:
             sales_max_parallel=_int(
                 env, "SALES_MAX_PARALLEL", d.sales_max_parallel, low=1, high=52
             ),
-            sales_chunk_size=_int(env, "SALES_CHUNK_SIZE", d.sales_chunk_size, low=1, high=5000),
+            sales_chunk_size=_chunk_size(env, d.sales_chunk_size),
             sales_page_size=_int(env, "SALES_PAGE_SIZE", d.sales_page_size, low=1, high=5000),
             sales_max_retries=_int(env, "SALES_MAX_RETRIES", d.sales_max_retries, low=0, high=50),
             sales_timeout_seconds=_float(

@@ -71,3 +71,11 @@ def test_from_env_takes_its_defaults_from_the_fields() -> None:
     for f in fields(Settings):
         if f.name not in ("storage_connection", "auth_mode", "environ"):
             assert getattr(plain, f.name) == getattr(direct, f.name), f.name
+
+
+def test_chunk_size_is_bounded_by_what_the_list_actions_accept() -> None:
+    assert Settings.from_env({**BASE, "SALES_CHUNK_SIZE": "1000"}).sales_chunk_size == 1000
+    with pytest.raises(ConfigurationError, match="SALES_CHUNK_SIZE") as raised:
+        Settings.from_env({**BASE, "SALES_CHUNK_SIZE": "1001"})
+    message = str(raised.value)
+    assert "1000" in message and "AddListMembersList" in message

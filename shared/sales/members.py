@@ -4,10 +4,12 @@ $batch) through SalesClient; scheduling and bookkeeping live in sync.py."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shared.errors import FatalSalesError
+from shared.errors import FatalSalesError, SalesError
 from shared.sales.batch import BatchPart
 from shared.sales.client import SalesClient, error_for
 from shared.sales.odata import (
@@ -20,6 +22,8 @@ from shared.sales.odata import (
 )
 
 VALIDATE_IDS_PER_QUERY = 1000  # ids per inner GET (about 39 KB of URL, under the 64 KB limit)
+_TOO_MANY = re.compile(r"too many|too large|exceed|maximum|at most|limit", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w.-])(\d{1,3}(?:,\d{3})+|\d+)(?![\w-]|\.\d)")
 ADD = "AddListMembersList"
 REMOVE = "RemoveListMembersList"
 
@@ -106,3 +110,33 @@ def change_members(client: SalesClient, action: str, list_id: str, ids: Sequence
         },
         context=f"{action} ({len(ids)} members)",
     )
+
+
+def members_cap(exc: SalesError, sent: int) -> int | None:
+    """The members per call to send from now on, when ``exc`` refused a bulk list action of
+    ``sent`` members for its size; None when the refusal is about something else (then one
+    member may be to blame). The limit is not documented (the stricter stand-in we were checked
+    against caps a call at 1,000), so it is learned from the refusal: the number it names, or
+    half of what was sent (413, or a message without a usable number)."""
+    if sent <= 1:
+        return None
+    if exc.status == 413:
+        return sent // 2
+    if exc.status != 400:
+        return None
+    message = _service_message(exc)
+    if "member" not in message.lower() or not _TOO_MANY.search(message):
+        return None
+    numbers = [int(n.replace(",", "")) for n in _NUMBER.findall(message)]
+    below = [n for n in numbers if 0 < n < sent]
+    return max(below) if below else sent // 2
+
+
+def _service_message(exc: SalesError) -> str:
+    try:
+        error = json.loads(exc.body_excerpt).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    return str(exc.args[0]) if exc.args else ""

@@ -40,6 +40,7 @@ from shared.sales.members import (
     MemberPage,
     change_members,
     contact_states,
+    members_cap,
     members_url,
     read_member_page,
 )
@@ -52,6 +53,7 @@ from shared.sales.plan import (
     index_desired,
 )
 from shared.sales.resolve import Resolution, resolve_members
+from shared.settings import SALES_MAX_MEMBERS_PER_CALL
 
 VALIDATE_MIN_QUERIES_PER_BATCH = 5  # small validations go out as one request
 VALIDATE_MAX_QUERIES_PER_BATCH = 10  # bounds one request's execution time on the server
@@ -126,7 +128,8 @@ class _SegmentSync:
         self.result = SegmentResult(segment=request.segment)
         self.rejections: list[Rejection] = []
         self.left_out: Counter[str] = Counter()
-        self.chunk_size = max(1, request.chunk_size)
+        # Never more than the list actions accept (Settings bounds it too; see members_cap).
+        self.chunk_size = max(1, min(request.chunk_size, SALES_MAX_MEMBERS_PER_CALL))
         self.list_id: str | None = None
         self.member_count: int | None = None
         self.stopped = False
@@ -596,6 +599,10 @@ class _SegmentSync:
                 request_id=exc.request_id,
             )
         ids = [a.contact_id for a in task.adds] if task.kind == "add" else list(task.contact_ids)
+        cap = members_cap(exc, len(ids))
+        if cap is not None:  # refused for its size, not for a member: no bisection
+            self._learn_cap(task, cap)
+            return
         if len(ids) == 1:
             self._refuse(task, ids[0], exc)
             return
@@ -607,6 +614,29 @@ class _SegmentSync:
         half = len(ids) // 2
         self.urgent.append(self._slice(task, 0, half))
         self.urgent.append(self._slice(task, half, len(ids)))
+
+    def _learn_cap(self, task: _Task, cap: int) -> None:
+        """Sales refused ``task`` for its size: send at most ``cap`` members a call from now on,
+        re-cutting the refused chunk and every chunk not yet sent (never bisecting blindly)."""
+        self.chunk_size = min(self.chunk_size, cap)
+        self.add_chunk = min(self.add_chunk, self.chunk_size)
+        size = self.chunk_size
+        if task.kind == "add":
+            waiting = [
+                a for t in (task, *self.urgent, *self.ready) if t.kind == "add" for a in t.adds
+            ]
+            keep = [t for t in self.urgent if t.kind != "add"]
+            self.urgent = deque(keep)
+            self.ready.clear()
+            self.validated = waiting + self.validated
+            self._cut_ready(flush=self.planned and not self.to_validate and self.validating == 0)
+            return
+        removals = [task, *self.removals]
+        self.removals = deque(
+            _Task("remove", contact_ids=t.contact_ids[start : start + size])
+            for t in removals
+            for start in range(0, len(t.contact_ids), size)
+        )
 
     @staticmethod
     def _slice(task: _Task, start: int, stop: int) -> _Task:

@@ -284,3 +284,21 @@ def test_ref_associate_and_listmember_writes_are_not_supported(
     r = client.post("listmembers", json={"listid@odata.bind": f"/lists({list_id})"})
     assert r.status_code == 400
     assert emu.state.list_members(list_id) == set()
+
+
+def test_list_actions_refuse_more_members_than_the_cap(
+    client: httpx.Client, emu: RunningEmulator
+) -> None:
+    list_id = create_list(client)
+    cap = emu.config.max_members_per_call
+    assert cap == 1000
+    wanted = [emu.contact_id(i) for i in range(cap + 1)]
+    for action in ("AddListMembersList", "RemoveListMembersList"):
+        r = client.post(action, json=members_body(list_id, wanted))
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert "members" in message and str(cap) in message and str(cap + 1) in message
+    assert emu.state.list_members(list_id) == set()
+    r = client.post("AddListMembersList", json=members_body(list_id, wanted[:cap]))
+    assert r.status_code == 204
+    assert len(emu.state.list_members(list_id)) == cap

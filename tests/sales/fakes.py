@@ -46,6 +46,11 @@ class FakeDataverse:
     dop_hint: int | None = 4
     dop_on_every_response: bool = False
     name_culprit: bool = False  # whether a refused add names the missing contact
+    max_members: int | None = None  # members per list action the service accepts
+    max_members_message: str = (
+        "The number of members ({n}) exceeds the maximum of {cap} allowed in one request."
+    )
+    action_sizes: list[int] = field(default_factory=list)  # members sent per list action
     descending_pages: bool = False  # pages sorted inside, but the last page first
     requests: list[httpx.Request] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
@@ -202,6 +207,11 @@ class FakeDataverse:
         members = body["Members"]
         assert isinstance(members, list)
         ids = [str(m["contactid"]) for m in members]
+        with self.lock:
+            self.action_sizes.append(len(ids))
+        if self.max_members is not None and len(ids) > self.max_members:
+            message = self.max_members_message.format(n=len(ids), cap=self.max_members)
+            return _error(400, "0x80040203", message)
         if name == "AddListMembersList":
             for c in ids:
                 if c not in self.contacts:

@@ -157,6 +157,23 @@ def test_mirror_list_ends_equal_to_the_matched_segment_when_contacts_turn_inacti
     assert (fresh.result.matched, fresh.result.left_out) == (result.matched, result.left_out)
 
 
+def test_a_service_with_a_smaller_member_cap_is_learned_from_its_first_refusal(emu: Any) -> None:
+    indices = [i for i in range(5700, 5990) if not emu.is_inactive(i)]
+    segment = Segment.of(emu, indices)
+    cap = emu.config.max_members_per_call
+    emu.config.max_members_per_call = 50
+    try:
+        out = run(emu, segment.request("Small cap", chunk_size=200), SALES_MAX_PARALLEL="1")
+    finally:
+        emu.config.max_members_per_call = cap
+    assert out.result.complete and out.result.added == len(indices) and out.result.failed == 0
+    assert emu.state.list_members(out.result.list_id) == {emu.contact_id(i) for i in indices}
+    adds = emu.stats()["requests"]["add-list-members"]
+    # one refusal, then chunks of at most 50: no bisection
+    assert adds.get("400") == 1
+    assert adds.get("204") == math.ceil(len(indices) / 50)
+
+
 def test_token_expiry_mid_run_refreshes_once_and_finishes(emu: Any) -> None:
     indices = range(3100, 3600)
     segment = Segment.of(emu, indices)

@@ -405,3 +405,33 @@ def test_inactive_members_outside_the_segment_are_removed_once(make_client: Make
     again = sync_segment(make_client(fake), request(rows, smaller, list_id=first.result.list_id))
     assert again.result.removed == 1 and again.result.left_out == {}
     assert only_list(fake).members == {guid(i) for i in range(5)}
+
+
+def test_a_refusal_for_too_many_members_sets_the_chunk_size_for_the_rest(
+    make_client: MakeClient,
+) -> None:
+    fake = FakeDataverse.with_contacts(100)
+    fake.max_members = 8
+    rows = customers(100)
+    out = sync_segment(make_client(fake, max_parallel=1), request(rows, list(rows), chunk_size=25))
+    assert only_list(fake).members == {guid(i) for i in range(100)}
+    assert out.result.complete and out.result.added == 100 and out.result.failed == 0
+    assert out.rejections == []
+    # one refused call of 25, then every call at most 8: no bisection, no member sent twice
+    # beyond the refused chunk
+    refused, *accepted = fake.action_sizes
+    assert refused == 25 and max(accepted) <= 8 and sum(accepted) == 100
+    assert len(accepted) == 13  # ceil(100 / 8)
+
+
+def test_a_refusal_without_a_number_halves_the_chunk_size(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(40)
+    fake.max_members = 6
+    fake.max_members_message = "Too many members in the request."
+    rows = customers(40)
+    out = sync_segment(make_client(fake, max_parallel=1), request(rows, list(rows), chunk_size=20))
+    assert only_list(fake).members == {guid(i) for i in range(40)}
+    assert out.result.added == 40 and out.result.failed == 0 and out.rejections == []
+    sizes = [s for s in fake.action_sizes if s > 6]
+    assert sizes == [20, 10]  # learned 5 after two refusals, then every chunk fits
+    assert sum(s for s in fake.action_sizes if s <= 6) == 40
