@@ -1,9 +1,9 @@
 """Validation of a connection's Sales server address (pure; no I/O, no DNS).
 
 Rules: https only; the host must match one of the allowed patterns (``*.dynamics.com`` matches
-any subdomain, never the bare domain); loopback hosts only when explicitly allowed (local
-emulator); no user info, no path other than "/", no query, no fragment. The result is
-normalised: lower-case host, default port dropped, no trailing slash.
+any subdomain, never the bare domain) and use port 443; loopback hosts (any port) only when
+explicitly allowed (local emulator); no user info, no path other than "/", no query, no
+fragment. The result is normalised: lower-case host, default port dropped, no trailing slash.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def normalise_server_address(
             raise AddressError(
                 "must be a Dynamics 365 host (allowed: " + ", ".join(allowed_hosts) + ")"
             )
+        if port is not None and port != 443:  # Dataverse listens on 443 only
+            raise AddressError("must use the https port 443 (no other port on Sales hosts)")
     shown = f"[{host}]" if ":" in host else host
     if port is not None and port != 443:
         return f"https://{shown}:{port}"

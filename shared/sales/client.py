@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
@@ -280,6 +280,20 @@ def error_for(status: int, headers: Mapping[str, str], body: bytes, context: str
     return FatalSalesError(text, **kwargs)
 
 
+def _origin(parts: SplitResult) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an absolute http(s) URL, case-insensitive and with the default
+    port filled in; None for anything else (no host, user info, another scheme, a bad port)."""
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname.lower().rstrip(".")
+    return scheme, host, port if port is not None else (443 if scheme == "https" else 80)
+
+
 class SalesClient:
     """One app identity against one Dataverse environment. Thread-safe."""
 
@@ -399,12 +413,15 @@ class SalesClient:
         return min(self.retry.throttle_cap, self.retry.throttle_base**attempt)
 
     def _check_origin(self, url: str) -> None:
-        # nextLinks come from the server; never send our token anywhere else.
-        if url.startswith(("http://", "https://")):
-            parts = urlsplit(url)
-            mine = urlsplit(self.server_address)
-            if (parts.scheme, parts.netloc.lower()) != (mine.scheme, mine.netloc.lower()):
-                raise FatalSalesError(f"Sales returned a link to another host: {parts.netloc}")
+        # nextLinks come from the server; never send our token anywhere else. Anything that is
+        # not a plain relative path must have our scheme, host and port, compared parsed.
+        parts = urlsplit(url.strip())
+        if not parts.scheme and not parts.netloc:
+            return  # relative to the Web API root
+        if _origin(parts) is None or _origin(parts) != _origin(urlsplit(self.server_address)):
+            raise FatalSalesError(
+                f"Sales returned a link to another host: {parts.hostname or parts.netloc!r}"
+            )
 
     def send(
         self,

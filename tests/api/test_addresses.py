@@ -69,3 +69,27 @@ def test_exact_host_pattern() -> None:
     assert normalise_server_address("https://sales.example.org", ["sales.example.org"])
     with pytest.raises(AddressError):
         normalise_server_address("https://x.sales.example.org", ["sales.example.org"])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://contoso.crm.dynamics.com:22",
+        "https://contoso.crm.dynamics.com:8443/",
+        "https://contoso.crm.dynamics.com:80",
+        "https://contoso.crm.dynamics.com:65535",
+    ],
+)
+def test_only_port_443_on_sales_hosts(raw: str) -> None:
+    """Issue 11 #11: an allowed Sales host on any port but 443 is refused."""
+    with pytest.raises(AddressError, match="443"):
+        normalise_server_address(raw, HOSTS)
+
+
+def test_loopback_keeps_its_port_only_when_allowed() -> None:
+    assert (
+        normalise_server_address("https://127.0.0.1:22", HOSTS, allow_loopback=True)
+        == "https://127.0.0.1:22"
+    )
+    with pytest.raises(AddressError, match="loopback"):
+        normalise_server_address("https://127.0.0.1:22", HOSTS)
