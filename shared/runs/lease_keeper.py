@@ -10,11 +10,15 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConflictError
 from shared.models import Run, RunMessage
 from shared.settings import Settings
+from shared.store.protocols import StoreApi
+
+if TYPE_CHECKING:
+    from shared.store.leases import Lease
 
 log = logging.getLogger("shared.runs.worker")
 
@@ -30,7 +34,7 @@ def busy_delay(settings: Settings) -> int:
     return int(max(1.0, min(15.0, settings.lease_seconds / 4)))
 
 
-def wait_for_lease(store: Any, settings: Settings, message: RunMessage) -> int:
+def wait_for_lease(store: StoreApi, settings: Settings, message: RunMessage) -> int:
     """Seconds until the other holder's lease lapses (a dead worker's will), bounded by
     busy_delay; a live holder renews it and we simply look again then."""
     fallback = busy_delay(settings)
@@ -48,7 +52,7 @@ class Heartbeat:
     """Renews the export's lease and watches for a cancel request, off the main thread, so a
     long Sales call (throttling waits) cannot let the lease lapse unnoticed."""
 
-    def __init__(self, store: Any, settings: Settings, lease: Any, run: Run) -> None:
+    def __init__(self, store: StoreApi, settings: Settings, lease: Lease, run: Run) -> None:
         self._store = store
         self._lease = lease
         self._renew_every = max(1.0, settings.lease_seconds / 3)

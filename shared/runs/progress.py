@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from shared.errors import ConflictError, PreconditionFailedError
 from shared.models import Run
+from shared.store.protocols import StoreApi
 
 PROGRESS_SAVE_INTERVAL = 1.5  # seconds between progress writes while a segment is applied
 
@@ -19,7 +19,7 @@ class RunWriter:
     """Owns the worker's copy of the run. The worker is the only writer of progress; others
     only set cancel_requested (and its reason), which a conflicting write merges in."""
 
-    def __init__(self, store: Any, run: Run) -> None:
+    def __init__(self, store: StoreApi, run: Run) -> None:
         self._store = store
         self.run = run
         self._saved_at = 0.0

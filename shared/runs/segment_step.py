@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from shared.errors import AuthenticationError, FatalSalesError, NotFoundError
 from shared.listname import ListNameError, render_list_name
@@ -15,6 +15,10 @@ from shared.runs.failures import describe
 from shared.runs.progress import RunWriter
 from shared.runs.status import merge_segment
 from shared.settings import Settings
+from shared.store.protocols import StoreApi
+
+if TYPE_CHECKING:
+    from shared.sales.client import SalesClient
 
 
 def left_behind_note(export: Export, states: dict[str, SegmentListState]) -> str | None:
@@ -31,7 +35,7 @@ class SegmentStep:
     """What a segment's sync needs from its slice: the store, the progress writer, the
     connection, and the slice's lease check and stop condition."""
 
-    store: Any
+    store: StoreApi
     settings: Settings
     writer: RunWriter
     connection: Connection
@@ -40,7 +44,7 @@ class SegmentStep:
 
     def run(
         self,
-        client: Any,
+        client: SalesClient,
         export: Export,
         index: int,
         states: dict[str, SegmentListState],
@@ -140,17 +144,8 @@ class SegmentStep:
         self, members: Sequence[str]
     ) -> Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]]:
         """One read of the segment's customer rows (only the contact-ID column), answered from
-        memory per batch, when the store offers it; else per-batch reads."""
-        customers = self.store.customers
-        prefetch = getattr(customers, "prefetch", None)
-        if prefetch is None:
-            lookup: Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]]
-            lookup = customers.get_many
-            return lookup
-        prefetched: Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]] = prefetch(
-            members, columns=[self.connection.contact_id_field]
-        )
-        return prefetched
+        memory per batch."""
+        return self.store.customers.prefetch(members, columns=[self.connection.contact_id_field])
 
     def _set_segment(self, index: int, result: SegmentResult) -> None:
         self.writer.run.segments[index] = result

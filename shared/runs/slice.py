@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
 from shared.errors import NotFoundError
 from shared.models import Connection, Export, Run, RunMessage, RunStatus
@@ -20,12 +20,17 @@ from shared.runs.progress import RunClosed, RunWriter
 from shared.runs.segment_step import SegmentStep, left_behind_note
 from shared.runs.status import decide_final_status, is_pending, join_reasons
 from shared.settings import Settings
+from shared.store.protocols import StoreApi
+
+if TYPE_CHECKING:
+    from shared.sales.client import SalesClient
+    from shared.store.leases import Lease
 
 log = logging.getLogger("shared.runs.worker")
 
 CONTINUATION_DELAY = 1  # seconds; lets this slice record the hand-off before the next starts
 
-ClientOpener = Callable[[Connection, Settings], AbstractContextManager[Any]]
+ClientOpener = Callable[[Connection, Settings], AbstractContextManager["SalesClient"]]
 
 
 class Outcome(StrEnum):
@@ -50,10 +55,10 @@ def already_done(run: Run, message: RunMessage) -> bool:
 class Slice:
     def __init__(
         self,
-        store: Any,
+        store: StoreApi,
         settings: Settings,
         message: RunMessage,
-        lease: Any,
+        lease: Lease,
         open_client: ClientOpener | None,
     ) -> None:
         self.store = store
@@ -177,7 +182,7 @@ class Slice:
         if self.heartbeat is not None and self.heartbeat.lost:
             raise LeaseLost()
 
-    def _open_client(self, connection: Connection) -> AbstractContextManager[Any]:
+    def _open_client(self, connection: Connection) -> AbstractContextManager[SalesClient]:
         opener = self.open_client
         if opener is None:
             from shared.sales import open_sales_client

@@ -18,7 +18,6 @@ step (shared.runs.segment_step). This module is the entry point and keeps their 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from shared.errors import NotFoundError, PreconditionFailedError
 from shared.models import Run, RunMessage, RunStatus
@@ -33,6 +32,7 @@ from shared.runs.lease_keeper import (
 from shared.runs.progress import PROGRESS_SAVE_INTERVAL
 from shared.runs.slice import CONTINUATION_DELAY, ClientOpener, Outcome, Slice, already_done
 from shared.settings import Settings
+from shared.store.protocols import StoreApi
 
 __all__ = [
     "CANCEL_POLL_INTERVAL",
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 
 def process_message(
-    store: Any,
+    store: StoreApi,
     settings: Settings,
     body: str | bytes,
     *,
@@ -91,16 +91,14 @@ def process_message(
         work.close()
 
 
-def decode_run_message(store: Any, body: str | bytes) -> RunMessage:
-    """The store's decoder (JSON as the trigger hands it over, or its base64 form)."""
-    decode = getattr(store.queue, "decode_message", None)
-    if decode is None:
-        from shared.store import decode_message as decode
-    message: RunMessage = decode(body)
-    return message
+def decode_run_message(store: StoreApi, body: str | bytes) -> RunMessage:
+    """The run queue's message format (JSON as the trigger hands it over, or its base64 form)."""
+    from shared.store.queue import decode_message  # lazy: the queue SDK is heavy
+
+    return decode_message(body)
 
 
-def finish_abandoned(store: Any, body: str | bytes, reason: str) -> Run | None:
+def finish_abandoned(store: StoreApi, body: str | bytes, reason: str) -> Run | None:
     """Close a run whose message was given up on (poison queue): failed, marker released."""
     try:
         message = decode_run_message(store, body)

@@ -22,6 +22,7 @@ from typing import Any
 
 from shared.runs.triggers import on_poison_message, on_run_message
 from shared.settings import Settings
+from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.runs.worker_main")
 
@@ -40,7 +41,7 @@ def queue_client(settings: Settings) -> Any:
 
 def serve(
     settings: Settings,
-    store: Any,
+    store: StoreApi,
     *,
     should_stop: Callable[[], bool],
     visibility: int,

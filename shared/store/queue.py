@@ -89,8 +89,6 @@ class ReceivedRun:
 
 
 class RunQueue:
-    decode_message = staticmethod(decode_message)  # store.queue.decode_message(body)
-
     def __init__(self, connection_string: str, name: str, **client_options: Any) -> None:
         if not _QUEUE_NAME.fullmatch(name) or "--" in name:
             raise ConfigurationError(
