@@ -25,6 +25,16 @@ def scheduled_refresh(timer: func.TimerRequest) -> None:
     run_triggers.on_timer(timer.past_due)
 
 
+# Exports with their own NCRONTAB schedule: a frequent tick (every minute by default) runs the
+# same body; each due time is claimed in the store, so both timers never start one twice.
+@app.function_name(name="schedule_tick")
+@app.timer_trigger(
+    schedule="%SCHEDULE_TICK%", arg_name="timer", run_on_startup=False, use_monitor=False
+)
+def schedule_tick(timer: func.TimerRequest) -> None:
+    run_triggers.on_timer(timer.past_due)
+
+
 @app.function_name(name="run_worker")
 @app.queue_trigger(arg_name="msg", queue_name="%RUN_QUEUE_NAME%", connection="AzureWebJobsStorage")
 def run_worker(msg: func.QueueMessage) -> None:

@@ -26,6 +26,18 @@ class ExportMode(StrEnum):
     ADDITIVE = "additive"  # adds only; members who left the segment stay
 
 
+class ScheduleKind(StrEnum):
+    REFRESH = "refresh"  # run on every scheduled refresh (REFRESH_SCHEDULE)
+    CRON = "cron"  # run on the export's own NCRONTAB expression
+    OFF = "off"  # only on demand
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    kind: ScheduleKind = ScheduleKind.REFRESH
+    expression: str | None = None  # NCRONTAB (6 fields, UTC); only for kind cron
+
+
 class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -137,6 +149,7 @@ class Export:
     list_name: str = "{segment}"  # template; {segment} and {export} are replaced
     audit: Audit = field(default_factory=Audit)
     etag: str | None = None
+    schedule: Schedule = field(default_factory=Schedule)
 
     @property
     def detached(self) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from shared import ncrontab
 from shared.errors import ConfigurationError
 
 
@@ -90,6 +91,17 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return default if raw is None or raw.strip() == "" else raw.strip()
 
 
+def _ncrontab(name: str, value: str) -> str:
+    """A timer schedule: the host reads it as %NAME%, the app evaluates it (shared.ncrontab)."""
+    try:
+        return ncrontab.parse(value).expression
+    except ncrontab.CrontabError as exc:
+        raise ConfigurationError(
+            f"setting {name} must be an NCRONTAB expression of 6 fields "
+            f"(second minute hour day month day-of-week): {exc}"
+        ) from None
+
+
 def _list(
     env: Mapping[str, str], name: str, default: tuple[str, ...], *, lower: bool = True
 ) -> tuple[str, ...]:
@@ -106,6 +118,7 @@ class Settings:
     table_prefix: str = "segexp"
     run_queue: str = "segment-export-runs"
     refresh_schedule: str = "0 0 2 * * *"
+    schedule_tick: str = "0 * * * * *"  # the timer that starts exports with their own schedule
     # Sales connections
     allowed_sales_hosts: tuple[str, ...] = DEFAULT_ALLOWED_SALES_HOSTS
     allow_loopback_sales: bool = False
@@ -158,7 +171,10 @@ class Settings:
             storage_connection=d.storage_connection,
             table_prefix=_str(env, "TABLE_PREFIX", d.table_prefix),
             run_queue=_str(env, "RUN_QUEUE_NAME", d.run_queue),
-            refresh_schedule=_str(env, "REFRESH_SCHEDULE", d.refresh_schedule),
+            refresh_schedule=_ncrontab(
+                "REFRESH_SCHEDULE", _str(env, "REFRESH_SCHEDULE", d.refresh_schedule)
+            ),
+            schedule_tick=_ncrontab("SCHEDULE_TICK", _str(env, "SCHEDULE_TICK", d.schedule_tick)),
             allowed_sales_hosts=_list(env, "ALLOWED_SALES_HOSTS", d.allowed_sales_hosts),
             allow_loopback_sales=_bool(env, "ALLOW_LOOPBACK_SALES", d.allow_loopback_sales),
             entra_authority_host=_str(env, "ENTRA_AUTHORITY_HOST", d.entra_authority_host).rstrip(

@@ -29,6 +29,8 @@ def test_missing_storage_is_named() -> None:
         ("SALES_MAX_PARALLEL", "x"),
         ("ALLOW_LOOPBACK_SALES", "maybe"),
         ("AUTH_MODE", "open"),
+        ("REFRESH_SCHEDULE", "0 0 2 * *"),
+        ("SCHEDULE_TICK", "every minute"),
     ],
 )
 def test_bad_values_name_the_setting(name: str, value: str) -> None:

@@ -123,7 +123,8 @@ def render(request: Request, problem: ApiProblem) -> JSONResponse:
 
 # --- validation errors -------------------------------------------------------------------------
 
-_TAGS = frozenset({"client-secret", "managed-identity"})
+# discriminator tags pydantic puts in an error's location (credential kinds, schedule kinds)
+_TAGS = frozenset({"client-secret", "managed-identity", "refresh", "cron", "off"})
 
 
 def field_path(loc: Sequence[Any]) -> str:

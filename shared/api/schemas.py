@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from shared import ncrontab
 from shared.listname import LIST_NAME_MAX, template_fields
 from shared.models import (
     Audit,
@@ -27,6 +28,8 @@ from shared.models import (
     CredentialKind,
     Export,
     ExportMode,
+    Schedule,
+    ScheduleKind,
     SignIn,
     SignInStatus,
     UsableBy,
@@ -339,6 +342,52 @@ ListNameTemplate = Annotated[
 ]
 
 
+def _ncrontab(value: str) -> str:
+    try:
+        return ncrontab.parse(value).expression
+    except ncrontab.CrontabError as exc:
+        raise ValueError(f"not a valid NCRONTAB expression: {exc}") from None
+
+
+class RefreshScheduleIn(InputModel):
+    kind: Literal["refresh"]
+
+
+class CronScheduleIn(InputModel):
+    kind: Literal["cron"]
+    expression: Annotated[str, StringConstraints(min_length=1), AfterValidator(_ncrontab)] = Field(
+        description="NCRONTAB, 6 fields, UTC: second minute hour day month day-of-week "
+        "(day and day-of-week must both match)",
+        examples=["0 30 6 * * Mon-Fri"],
+    )
+
+
+class OffScheduleIn(InputModel):
+    kind: Literal["off"]
+
+
+ScheduleIn = Annotated[
+    RefreshScheduleIn | CronScheduleIn | OffScheduleIn, Field(discriminator="kind")
+]
+
+
+class ScheduleOut(OutputModel):
+    kind: ScheduleKind
+    expression: str | None = None
+
+
+def schedule_from_input(value: RefreshScheduleIn | CronScheduleIn | OffScheduleIn) -> Schedule:
+    if isinstance(value, CronScheduleIn):
+        return Schedule(ScheduleKind.CRON, value.expression)
+    return Schedule(ScheduleKind(value.kind))
+
+
+def schedule_input_dict(schedule: Schedule) -> dict[str, Any]:
+    if schedule.kind is ScheduleKind.CRON:
+        return {"kind": schedule.kind.value, "expression": schedule.expression}
+    return {"kind": schedule.kind.value}
+
+
 class ExportIn(InputModel):
     display_name: DisplayName
     connection_id: ResourceId
@@ -349,6 +398,11 @@ class ExportIn(InputModel):
         default="{segment}",
         description="marketing list name; {segment} and {export} are replaced; "
         f"the rendered name must be at most {LIST_NAME_MAX} characters",
+    )
+    schedule: ScheduleIn = Field(
+        default_factory=lambda: RefreshScheduleIn(kind="refresh"),
+        description="refresh (default: every scheduled refresh, REFRESH_SCHEDULE), cron (its "
+        "own NCRONTAB expression) or off (on demand only)",
     )
 
 
@@ -361,6 +415,7 @@ class ExportPatch(InputModel):
     mode: str | None = None
     enabled: bool | None = None
     list_name: str | None = None
+    schedule: dict[str, Any] | None = None
 
 
 class ExportOut(AuditOut):
@@ -372,6 +427,7 @@ class ExportOut(AuditOut):
     mode: ExportMode
     enabled: bool
     list_name: str
+    schedule: ScheduleOut
     your_permissions: Literal["edit", "view"] = Field(
         description="whether the caller may change this export (contributors: only on "
         "connections usable by contributors)"
@@ -390,6 +446,7 @@ def export_input_dict(export: Export) -> dict[str, Any]:
         "mode": export.mode.value,
         "enabled": export.enabled,
         "listName": export.list_name,
+        "schedule": schedule_input_dict(export.schedule),
     }
 
 
@@ -403,6 +460,7 @@ def export_out(export: Export, *, can_edit: bool) -> ExportOut:
         mode=export.mode,
         enabled=export.enabled,
         list_name=export.list_name,
+        schedule=ScheduleOut(kind=export.schedule.kind, expression=export.schedule.expression),
         your_permissions="edit" if can_edit else "view",
         **_audit(export.audit),
     )

@@ -11,7 +11,15 @@ import logging
 from datetime import timedelta
 
 from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, SegmentExportError
-from shared.models import Export, Run, RunMessage, RunStatus, SegmentResult, Trigger
+from shared.models import (
+    Export,
+    Run,
+    RunMessage,
+    RunStatus,
+    ScheduleKind,
+    SegmentResult,
+    Trigger,
+)
 from shared.runs.clock import new_run_id, run_id_created_at, utc_now, utc_now_iso
 from shared.store.protocols import StoreApi
 
@@ -84,12 +92,14 @@ def request_run(
 
 
 def request_all(store: StoreApi, *, trigger: Trigger, requested_by: str) -> list[Run]:
-    """Queue a run for every enabled, attached export. An export that already has an active run
-    gets a recorded ``skipped`` run naming it. One export's storage error does not stop the rest.
+    """Queue a run for every enabled, attached export with an active schedule (as Customer
+    Insights' "Run all": an export whose schedule is ``off`` runs only on its own demand).
+    An export that already has an active run gets a recorded ``skipped`` run naming it.
+    One export's storage error does not stop the rest.
     """
     runs: list[Run] = []
     for export in store.exports.list():
-        if not export.enabled:
+        if not export.enabled or export.schedule.kind is ScheduleKind.OFF:
             continue
         if export.detached:
             log.info("export %s is detached from its connection; not run", export.id)

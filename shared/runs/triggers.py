@@ -7,10 +7,20 @@ cached for the worker process's life.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+from datetime import datetime
 
-from shared.models import Run, Trigger
-from shared.runs.requests import request_all
+from shared.models import Export, Run, Trigger
+from shared.runs import schedule
+from shared.runs.clock import utc_now
+from shared.runs.requests import (
+    ActiveRunError,
+    ExportNotRunnableError,
+    record_skipped,
+    request_run,
+)
 from shared.runs.worker import Outcome, finish_abandoned, process_message
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
@@ -18,6 +28,9 @@ from shared.store.protocols import StoreApi
 log = logging.getLogger(__name__)
 
 SCHEDULE_REQUESTER = "schedule"
+
+# who claimed a due time (operators reading the claims table); not an identifier of anyone
+_INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 _lock = threading.Lock()
 _runtime: tuple[Settings, StoreApi] | None = None
@@ -37,17 +50,59 @@ def runtime() -> tuple[Settings, StoreApi]:
         return _runtime
 
 
-def on_timer(timer_past_due: bool, *, store: StoreApi | None = None) -> list[Run]:
-    """Scheduled refresh: queue a run for every enabled, attached export (one pass per tick,
-    even when the tick is past due: missed ticks are not replayed)."""
-    if store is None:
-        _, store = runtime()
+def on_timer(
+    timer_past_due: bool,
+    *,
+    store: StoreApi | None = None,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> list[Run]:
+    """Both timers (scheduled_refresh, schedule_tick): start every export whose schedule is due.
+
+    Each due time starts exactly one run across ticks and instances: it is claimed in the store
+    (an insert that fails when the row exists) before the run is requested. A run still active
+    at the due time makes that due time a recorded ``skipped`` run naming it. See
+    shared/runs/schedule.py for which due time a tick considers.
+    """
+    if store is None or settings is None:
+        settings, store = runtime()
     if timer_past_due:
-        log.warning("scheduled refresh is past due; running one refresh pass now")
-    runs = request_all(store, trigger=Trigger.SCHEDULE, requested_by=SCHEDULE_REQUESTER)
+        log.warning("timer tick is past due; starting the exports due now")
+    now = now or utc_now()
+    refresh = schedule.crontab(settings.refresh_schedule)
+    runs: list[Run] = []
+    for export in store.exports.list():
+        due = schedule.due_time(export, refresh, now)
+        if due is None:
+            continue
+        try:
+            run = _start_due(store, export, due)
+        except Exception:
+            log.exception("could not start export %s due at %s", export.id, due.isoformat())
+            continue
+        if run is not None:
+            runs.append(run)
     queued = sum(1 for r in runs if r.status.is_active)
-    log.info("scheduled refresh: %d runs queued, %d skipped", queued, len(runs) - queued)
+    if runs:
+        log.info("schedule: %d runs queued, %d skipped", queued, len(runs) - queued)
     return runs
+
+
+def _start_due(store: StoreApi, export: Export, due: datetime) -> Run | None:
+    """Claim the due time, then request the run (or record it skipped); None if not ours."""
+    if not store.schedule_claims.claim(export.id, due, claimed_by=_INSTANCE):
+        return None  # another tick or instance started this due time
+    try:
+        run: Run = request_run(
+            store, export.id, trigger=Trigger.SCHEDULE, requested_by=SCHEDULE_REQUESTER
+        )
+    except ActiveRunError as exc:
+        run = record_skipped(store, export, Trigger.SCHEDULE, SCHEDULE_REQUESTER, exc.active_run_id)
+    except ExportNotRunnableError as exc:
+        log.info("export %s due at %s not run: %s", export.id, due.isoformat(), exc)
+        return None
+    store.schedule_claims.set_run(export.id, due, run.id)
+    return run
 
 
 def on_run_message(

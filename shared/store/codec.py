@@ -21,6 +21,8 @@ from shared.models import (
     ExportMode,
     Run,
     RunStatus,
+    Schedule,
+    ScheduleKind,
     SegmentProgress,
     SegmentResult,
     Trigger,
@@ -124,6 +126,8 @@ def export_props(e: Export) -> dict[str, Any]:
         "Mode": str(e.mode),
         "Enabled": bool(e.enabled),
         "ListName": e.list_name,
+        "ScheduleKind": str(e.schedule.kind),
+        "ScheduleExpression": e.schedule.expression,  # None -> property absent
         **_audit_props(e.audit),
     }
     put_json(props, "Segments", list(e.segments))
@@ -141,6 +145,10 @@ def export_from(entity: Mapping[str, Any], etag: str | None) -> Export:
         list_name=entity.get("ListName") or "{segment}",
         audit=_audit(entity),
         etag=etag,
+        schedule=Schedule(
+            ScheduleKind(entity.get("ScheduleKind") or ScheduleKind.REFRESH),
+            _opt(entity, "ScheduleExpression"),
+        ),
     )
 
 

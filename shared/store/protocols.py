@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # only for annotations: keeps this module free of Azure SDK imports
+    from datetime import datetime
+
     from shared.models import (
         Connection,
         Export,
@@ -131,6 +133,11 @@ class RunQueueApi(Protocol):
     def close(self) -> None: ...
 
 
+class ScheduleClaimStore(Protocol):
+    def claim(self, export_id: str, due: datetime, claimed_by: str) -> bool: ...
+    def set_run(self, export_id: str, due: datetime, run_id: str) -> None: ...
+
+
 class SignInStoreApi(Protocol):
     def get(self, connection_id: str) -> SignIn | None: ...
     def put(self, signin: SignIn, if_match: str | None) -> SignIn: ...
@@ -162,6 +169,8 @@ class StoreApi(Protocol):
     def customers(self) -> CustomerStore: ...
     @property
     def signins(self) -> SignInStoreApi: ...
+    @property
+    def schedule_claims(self) -> ScheduleClaimStore: ...
     @property
     def queue(self) -> RunQueueApi: ...
 

@@ -27,6 +27,7 @@ from shared.store.runs import (
     RejectionRepository,
     RunRepository,
 )
+from shared.store.schedules import SCHEDULE_CLAIMS, ScheduleClaimRepository
 from shared.store.segments import SEGMENT_CHUNKS, SEGMENTS, SegmentRepository
 from shared.store.signins import SIGNINS, SignInRepository
 from shared.store.tables import Tables
@@ -44,6 +45,7 @@ TABLES = (
     CUSTOMERS,
     BUDGETS,
     SIGNINS,
+    SCHEDULE_CLAIMS,
 )
 
 
@@ -81,6 +83,7 @@ class Store:
         self.customers = CustomerRepository(self.tables)
         self.budgets = BudgetRepository(self.tables, clock)
         self.signins = SignInRepository(self.tables)
+        self.schedule_claims = ScheduleClaimRepository(self.tables)
         self.queue = RunQueue(
             settings.storage_connection, settings.run_queue, **{**QUEUE_RETRY, **options}
         )

@@ -71,7 +71,30 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("rendered too long", {"listName": "{segment}" + "x" * 120}, "listName"),
     ("same name", {"listName": "{export}"}, "listName"),
     ("name", {"displayName": "y" * 101}, "displayName"),
-    ("unknown field", {"schedule": "daily"}, "schedule"),
+    ("schedule type", {"schedule": "daily"}, "schedule"),
+    ("schedule kind", {"schedule": {"kind": "hourly"}}, "schedule"),
+    ("cron without expression", {"schedule": {"kind": "cron"}}, "schedule.expression"),
+    (
+        "cron 5 fields",
+        {"schedule": {"kind": "cron", "expression": "0 2 * * *"}},
+        "schedule.expression",
+    ),
+    (
+        "cron range",
+        {"schedule": {"kind": "cron", "expression": "0 0 25 * * *"}},
+        "schedule.expression",
+    ),
+    (
+        "cron never",
+        {"schedule": {"kind": "cron", "expression": "0 0 0 30 Feb *"}},
+        "schedule.expression",
+    ),
+    (
+        "off with expression",
+        {"schedule": {"kind": "off", "expression": "* * * * * *"}},
+        "schedule.expression",
+    ),
+    ("unknown field", {"cadence": "daily"}, "cadence"),
     ("unknown connection", {"connectionId": "0" * 32}, "connectionId"),
 ]
 
@@ -198,3 +221,25 @@ def test_detached_export_can_be_reattached(client: TestClient) -> None:
     attached = client.patch(url, json={"connectionId": data["shared"]["id"]}, headers=CONTRIBUTOR)
     assert attached.status_code == 200
     assert attached.json()["connectionId"] == data["shared"]["id"]
+
+
+def test_schedule_defaults_to_refresh_and_round_trips(client: TestClient) -> None:
+    data = seed(client)
+    assert data["open_export"]["schedule"] == {"kind": "refresh", "expression": None}
+    cron = {"kind": "cron", "expression": "0  30 6 * * mon-fri"}
+    created = create_export(
+        client, data["shared"]["id"], displayName="Weekday mornings", schedule=cron
+    ).json()
+    assert created["schedule"] == {"kind": "cron", "expression": "0 30 6 * * mon-fri"}
+    url = f"/api/exports/{created['id']}"
+    assert client.get(url, headers=VIEWER).json()["schedule"] == created["schedule"]
+    # a schedule in a PATCH replaces the whole schedule (no stale expression is merged in)
+    off = client.patch(url, json={"schedule": {"kind": "off"}}, headers=CONTRIBUTOR)
+    assert off.status_code == 200 and off.json()["schedule"] == {"kind": "off", "expression": None}
+    bad = client.patch(
+        url, json={"schedule": {"kind": "cron", "expression": "*/0 * * * * *"}}, headers=ADMIN
+    )
+    assert assert_problem(bad, 422)["errors"][0]["field"] == "schedule.expression"
+    assert client.get(url, headers=ADMIN).json()["schedule"]["kind"] == "off"
+    reset = client.patch(url, json={"schedule": None}, headers=ADMIN)
+    assert reset.json()["schedule"] == {"kind": "refresh", "expression": None}

@@ -6,11 +6,11 @@ import json
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from azure.functions.queue import QueueMessage
-from azure.functions.timer import TimerRequest
 
 from shared.models import RunStatus, Trigger
 from shared.runs import triggers as run_triggers
@@ -27,17 +27,21 @@ def bindings(functions: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return json.loads(functions[name].get_function_json())["bindings"]
 
 
-def test_timer_binding(function_app_functions: dict[str, Any]) -> None:
-    assert bindings(function_app_functions, "scheduled_refresh") == [
-        {
-            "direction": "IN",
-            "type": "timerTrigger",
-            "name": "timer",
-            "schedule": "%REFRESH_SCHEDULE%",
-            "runOnStartup": False,
-            "useMonitor": True,
-        }
-    ]
+def test_timer_bindings(function_app_functions: dict[str, Any]) -> None:
+    for name, setting, monitor in (
+        ("scheduled_refresh", "%REFRESH_SCHEDULE%", True),
+        ("schedule_tick", "%SCHEDULE_TICK%", False),  # every minute: the host's advice
+    ):
+        assert bindings(function_app_functions, name) == [
+            {
+                "direction": "IN",
+                "type": "timerTrigger",
+                "name": "timer",
+                "schedule": setting,
+                "runOnStartup": False,
+                "useMonitor": monitor,
+            }
+        ]
 
 
 def test_queue_bindings(function_app_functions: dict[str, Any]) -> None:
@@ -66,16 +70,19 @@ def test_example_settings_name_every_setting_and_a_valid_schedule() -> None:
     example = json.loads((REPO / "local.settings.example.json").read_text())
     values: dict[str, str] = example["Values"]
     names = _settings_names()
-    assert {"REFRESH_SCHEDULE", "RUN_QUEUE_NAME", "MAX_DEQUEUE_COUNT"} <= names
+    assert {"REFRESH_SCHEDULE", "SCHEDULE_TICK", "RUN_QUEUE_NAME", "MAX_DEQUEUE_COUNT"} <= names
     platform = {"WEBSITE_INSTANCE_ID"}  # set by App Service itself, never by us
     assert names - platform <= set(values)
     assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
     assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
     assert values["AzureWebJobsFeatureFlags"] == "EnableWorkerIndexing"
     assert all(isinstance(v, str) for v in values.values())
-    assert NCRONTAB_6.match(values["REFRESH_SCHEDULE"]) and values["REFRESH_SCHEDULE"] == (
-        Settings.__dataclass_fields__["refresh_schedule"].default
-    )
+    for name, attr in (
+        ("REFRESH_SCHEDULE", "refresh_schedule"),
+        ("SCHEDULE_TICK", "schedule_tick"),
+    ):
+        assert NCRONTAB_6.match(values[name])
+        assert values[name] == Settings.__dataclass_fields__[attr].default
     assert example["IsEncrypted"] is False
 
 
@@ -116,15 +123,15 @@ def app_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, s
 
 
 def test_timer_queues_every_export_and_skips_an_active_one(
-    app_env: dict[str, str], store: Any, emu: Any, function_app_functions: dict[str, Any]
+    app_env: dict[str, str], store: Any, emu: Any, settings: Settings
 ) -> None:
     connection = make_connection(store, emu)
     first = make_export(store, connection, ["T1"])
     second = make_export(store, connection, ["T2"])
-    tick = function_app_functions["scheduled_refresh"].get_user_function()
+    due = datetime(2026, 12, 3, 2, tzinfo=UTC)  # REFRESH_SCHEDULE's default 02:00
 
-    tick(TimerRequest(past_due=True))
-    tick(TimerRequest(past_due=False))
+    run_triggers.on_timer(True, store=store, settings=settings, now=due)
+    run_triggers.on_timer(False, store=store, settings=settings, now=due + timedelta(days=1))
 
     for export in (first, second):
         runs, _ = store.runs.list(export.id)

@@ -30,6 +30,7 @@ from shared.api.schemas import (
     ResourceId,
     export_input_dict,
     export_out,
+    schedule_from_input,
 )
 from shared.errors import NotFoundError, PreconditionFailedError
 from shared.listname import ListNameError, render_list_name
@@ -155,6 +156,7 @@ def _build(body: ExportIn, *, id: str, audit: Audit) -> Export:
         enabled=body.enabled,
         list_name=body.list_name,
         audit=audit,
+        schedule=schedule_from_input(body.schedule),
     )
 
 
@@ -243,6 +245,8 @@ def patch_export(
         require_manage(caller, current, store)
         check_if_match(if_match, current.etag)
         merged = merge_patch(export_input_dict(current), changes)
+        if isinstance(changes.get("schedule"), dict):
+            merged["schedule"] = changes["schedule"]  # a schedule is replaced as a whole
         body = validate_document(ExportMerged, merged)
         check_references(
             body, caller, store, connection_changed=body.connection_id != current.connection_id
