@@ -9,10 +9,11 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 
 from shared.api.deps import ApiContext, SettingsProvider, StoreFactory, any_role
 from shared.api.identity import Caller, IdentityResolver
-from shared.api.middleware import BodyLimitMiddleware, GuardMiddleware
+from shared.api.middleware import GuardMiddleware, RequestGate, RouteRule, route_rules
 from shared.api.problems import PROBLEM_JSON, install_handlers
 from shared.api.schemas import HealthOut
 from shared.settings import Settings
@@ -104,8 +105,18 @@ def create_api(
         # The page itself is static; it fetches the schema with the browser's identity.
         return get_swagger_ui_html(openapi_url=OPENAPI_URL, title="Segment Export API")
 
-    api.add_middleware(
-        BodyLimitMiddleware, limit=lambda: api.state.context.settings().max_upload_bytes
-    )
+    modules_routes = [
+        r for m in (connections, exports, runs, segments, customers) for r in m.router.routes
+    ]
+    rules: list[RouteRule] = []
+
+    def gate_rules() -> list[RouteRule]:  # built on first request, once every route exists
+        if not rules:
+            own = [r for r in api.router.routes if isinstance(r, APIRoute)]
+            routes = [r for r in (*own, *modules_routes) if isinstance(r, APIRoute)]
+            rules.extend(route_rules(routes))
+        return rules
+
+    api.add_middleware(RequestGate, rules=gate_rules, context=lambda: api.state.context)
     api.add_middleware(GuardMiddleware)
     return api

@@ -7,7 +7,7 @@ tables) and the identity resolver, and later requests reuse them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -86,15 +86,19 @@ def get_store(request: Request) -> StoreApi:
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="segment-export"'}
 
 
-def get_caller(request: Request) -> Caller:
+CALLER_KEY = "segexp.caller"  # scope["state"] entry: the caller RequestGate resolved
+
+
+def resolve_caller(resolver: IdentityResolver, headers: Mapping[str, str]) -> Caller:
+    """The caller named by the request headers, or the problem to answer (401, 503, 403)."""
     try:
-        caller = context(request).resolver().resolve(request.headers)
+        caller = resolver.resolve(headers)
     except NotAuthenticated as exc:
-        headers = dict(UNAUTHORIZED)
-        if request.headers.get("authorization"):
-            headers["WWW-Authenticate"] += ', error="invalid_token"'
+        challenge = dict(UNAUTHORIZED)
+        if headers.get("authorization"):
+            challenge["WWW-Authenticate"] += ', error="invalid_token"'
         raise ApiProblem(
-            401, f"Authentication required: {exc}.", kind="unauthenticated", headers=headers
+            401, f"Authentication required: {exc}.", kind="unauthenticated", headers=challenge
         ) from None
     except IdentityUnavailable:
         raise ApiProblem(
@@ -110,6 +114,15 @@ def get_caller(request: Request) -> Caller:
             kind="forbidden",
         )
     return caller
+
+
+def get_caller(request: Request) -> Caller:
+    """The caller RequestGate resolved from the headers before the body was read (or, when the
+    app runs without the gate, resolved here)."""
+    resolved = request.scope.get("state", {}).get(CALLER_KEY)
+    if isinstance(resolved, Caller):
+        return resolved
+    return resolve_caller(context(request).resolver(), request.headers)
 
 
 def require(minimum: Role) -> Callable[..., Caller]:

@@ -231,7 +231,8 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
             404: "No such resource.",
             405: f"Method {request.method} is not allowed here.",
         }.get(exc.status_code, phrase)
-    return problem_response(request, exc.status_code, detail, headers=exc.headers)
+    kind = "body-too-large" if exc.status_code == 413 else None
+    return problem_response(request, exc.status_code, detail, kind=kind, headers=exc.headers)
 
 
 async def _on_not_found(request: Request, exc: Exception) -> JSONResponse:

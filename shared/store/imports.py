@@ -108,6 +108,9 @@ def _load_json(text: str) -> Any:
     except json.JSONDecodeError as error:
         message = f"malformed JSON at line {error.lineno} column {error.colno}: {error.msg}"
         raise ImportFormatError([RowError(0, "", message)]) from error
+    except RecursionError:  # arrays or objects nested thousands deep: never a valid upload
+        message = "malformed JSON: nested too deeply"
+        raise ImportFormatError([RowError(0, "", message)]) from None
 
 
 def _json_members(text: str) -> list[Any]:
