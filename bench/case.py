@@ -90,6 +90,7 @@ def run_sync(
         contact_id_field=CONTACT_FIELD,
         list_name=f"Benchmark {size}",
         mode=ExportMode.MIRROR,
+        owner=f"bench-{size}",
         list_id=list_id,
         chunk_size=settings.sales_chunk_size,
     )

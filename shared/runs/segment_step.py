@@ -107,6 +107,7 @@ class SegmentStep:
             contact_id_field=self.connection.contact_id_field,
             list_name=list_name,
             mode=export.mode,
+            owner=export.id,
             list_id=state.list_id if state else None,
             dry_run=run.dry_run,
             # The budget is enforced through should_stop (SliceBudget), not `deadline`: a call

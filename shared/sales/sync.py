@@ -75,6 +75,7 @@ class SegmentSyncRequest:
     contact_id_field: str
     list_name: str
     mode: ExportMode
+    owner: str  # the export's id: the list belongs to it (see shared.sales.lists)
     list_id: str | None = None
     dry_run: bool = False
     deadline: float | None = None  # time.monotonic() after which no new chunk starts
@@ -202,6 +203,7 @@ class _SegmentSync:
             self.client,
             list_id=request.list_id,
             list_name=request.list_name,
+            owner=request.owner,
             dry_run=request.dry_run,
         )
         if outcome.list is not None:

@@ -179,7 +179,11 @@ def seed(client: Any) -> dict[str, Any]:
     )
     open_export = create_export(client, shared["id"]).json()
     private_export = create_export(
-        client, private["id"], displayName="Admin-only export", segments=["Lapsed"]
+        client,
+        private["id"],
+        displayName="Admin-only export",
+        segments=["Lapsed"],
+        listName="Admin {segment}",  # both connections reach the same environment
     ).json()
     return {
         "shared": shared,

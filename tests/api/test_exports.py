@@ -12,6 +12,7 @@ from tests.api.helpers import (
     ADMIN,
     CONTRIBUTOR,
     VIEWER,
+    create_connection,
     create_export,
     export_body,
     seed,
@@ -26,7 +27,12 @@ def _exports(client: TestClient) -> list[dict[str, Any]]:
 def test_create_by_contributor_on_usable_connection(client: TestClient) -> None:
     data = seed(client)
     response = create_export(
-        client, data["shared"]["id"], headers=CONTRIBUTOR, displayName="Carl's", mode="additive"
+        client,
+        data["shared"]["id"],
+        headers=CONTRIBUTOR,
+        displayName="Carl's",
+        mode="additive",
+        listName="Carl {segment}",  # "{segment}" is the seeded export's lists (409)
     )
     body = response.json()
     assert response.headers["location"] == f"/api/exports/{body['id']}"
@@ -38,8 +44,10 @@ def test_create_by_contributor_on_usable_connection(client: TestClient) -> None:
 
 
 def test_defaults(client: TestClient) -> None:
-    data = seed(client)
-    body = {"displayName": "Minimal", "connectionId": data["shared"]["id"], "segments": ["Lapsed"]}
+    seed(client)
+    # another environment: the seeded exports' lists there are named "{segment}" already
+    other = create_connection(client, serverAddress="https://fabrikam.crm4.dynamics.com")
+    body = {"displayName": "Minimal", "connectionId": other["id"], "segments": ["Lapsed"]}
     created = client.post("/api/exports", json=body, headers=ADMIN).json()
     assert (created["mode"], created["enabled"], created["listName"]) == (
         "mirror",

@@ -36,6 +36,7 @@ class FakeList:
     statecode: int = 0
     lockstatus: bool = False
     members: set[str] = field(default_factory=set)
+    description: str | None = None
 
 
 @dataclass
@@ -146,6 +147,7 @@ class FakeDataverse:
             new = FakeList(
                 str(uuid.uuid4()), data["listname"], data["createdfromcode"], data["type"]
             )
+            new.description = data.get("description")
             self.lists[new.id] = new
             return _json(_list_row(new), 201)
         if method == "GET" and target == "contacts":
@@ -275,6 +277,7 @@ def _list_row(x: FakeList) -> dict[str, object]:
         "statecode": x.statecode,
         "lockstatus": x.lockstatus,
         "createdon": "2026-01-01T00:00:00Z",
+        "description": x.description,
     }
 
 

@@ -52,7 +52,7 @@ class Segment:
     def request(
         self, name: str, ids: Sequence[str] | None = None, **kwargs: Any
     ) -> SegmentSyncRequest:
-        options: dict[str, Any] = {"mode": ExportMode.MIRROR}
+        options: dict[str, Any] = {"mode": ExportMode.MIRROR, "owner": "export-it"}
         options.update(kwargs)
         return SegmentSyncRequest(
             segment=name,

@@ -10,6 +10,7 @@ import pytest
 from shared.errors import FatalSalesError, TransientSalesError
 from shared.models import ExportMode, RejectionReason, SegmentResult
 from shared.sales.client import SalesClient
+from shared.sales.lists import list_owner, owner_marker
 from shared.sales.sync import SegmentSyncRequest, sync_segment
 from tests.sales.conftest import FakeTime
 from tests.sales.fakes import FakeDataverse, FakeList, guid
@@ -37,6 +38,7 @@ def request(
         "contact_id_field": "ContactId",
         "list_name": "High value",
         "mode": ExportMode.MIRROR,
+        "owner": "export-1",
         "chunk_size": 3,
     }
     options.update(kwargs)
@@ -151,7 +153,9 @@ def test_deleted_list_is_recreated_and_reported(make_client: MakeClient) -> None
 
 def test_killed_after_create_adopts_the_list_by_name(make_client: MakeClient) -> None:
     fake = FakeDataverse.with_contacts(5)
-    fake.lists["x"] = FakeList("00000000-0000-0000-0000-0000000000aa", "High value")
+    fake.lists["x"] = FakeList(
+        "00000000-0000-0000-0000-0000000000aa", "High value", description=owner_marker("export-1")
+    )
     fake.lists = {v.id: v for v in fake.lists.values()}
     rows = customers(5)
     out = sync_segment(make_client(fake), request(rows, list(rows)))
@@ -435,3 +439,54 @@ def test_a_refusal_without_a_number_halves_the_chunk_size(make_client: MakeClien
     sizes = [s for s in fake.action_sizes if s > 6]
     assert sizes == [20, 10]  # learned 5 after two refusals, then every chunk fits
     assert sum(s for s in fake.action_sizes if s <= 6) == 40
+
+
+def test_a_created_list_records_the_export_that_owns_it(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(3)
+    rows = customers(3)
+    sync_segment(make_client(fake), request(rows, list(rows), owner="export-7"))
+    assert list_owner(only_list(fake).description) == "export-7"
+
+
+@pytest.mark.parametrize("description", [None, "made by hand", owner_marker("export-2")])
+def test_a_list_this_export_did_not_create_is_not_adopted_by_name(
+    make_client: MakeClient, description: str | None
+) -> None:
+    fake = FakeDataverse.with_contacts(3)
+    theirs = FakeList(
+        "00000000-0000-0000-0000-0000000000cc",
+        "High value",
+        members={guid(0)},
+        description=description,
+    )
+    fake.lists = {theirs.id: theirs}
+    rows = customers(3)
+    with pytest.raises(FatalSalesError, match="High value") as raised:
+        sync_segment(make_client(fake), request(rows, list(rows), owner="export-1"))
+    if description and "export-2" in description:
+        assert "export-2" in str(raised.value)
+    assert theirs.members == {guid(0)} and len(fake.lists) == 1
+    assert fake.count("AddListMembersList") == fake.count("RemoveListMembersList") == 0
+
+
+def test_a_stored_list_owned_by_another_export_is_refused(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(3)
+    theirs = FakeList(
+        "00000000-0000-0000-0000-0000000000dd", "High value", description=owner_marker("export-2")
+    )
+    fake.lists = {theirs.id: theirs}
+    rows = customers(3)
+    with pytest.raises(FatalSalesError, match="export-2"):
+        sync_segment(make_client(fake), request(rows, list(rows), list_id=theirs.id))
+    assert theirs.members == set()
+
+
+def test_a_dry_run_refuses_another_exports_list_too(make_client: MakeClient) -> None:
+    fake = FakeDataverse.with_contacts(3)
+    theirs = FakeList(
+        "00000000-0000-0000-0000-0000000000ee", "High value", description=owner_marker("export-2")
+    )
+    fake.lists = {theirs.id: theirs}
+    rows = customers(3)
+    with pytest.raises(FatalSalesError, match="export-2"):
+        sync_segment(make_client(fake), request(rows, list(rows), dry_run=True))

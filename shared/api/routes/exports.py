@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Path, Response
 
@@ -127,6 +128,68 @@ def check_references(
         )
 
 
+def _environment(server_address: str) -> str:
+    parts = urlsplit(server_address.strip())
+    return f"{(parts.hostname or '').lower()}:{parts.port or 443}"
+
+
+def _list_names(export: Export, store: StoreApi) -> dict[str, str]:
+    """casefolded name -> name of the lists ``export`` writes: rendered from its template, and
+    the names it recorded for the lists it created."""
+    names: dict[str, str] = {}
+    for segment in export.segments:
+        try:
+            name = render_list_name(export.list_name, segment=segment, export=export.display_name)
+        except ListNameError:
+            continue
+        names[name.casefold()] = name
+    for state in store.export_state.get(export.id).values():
+        if state.list_name:
+            names.setdefault(state.list_name.casefold(), state.list_name)
+    return names
+
+
+def check_list_ownership(body: ExportIn, export_id: str | None, store: StoreApi) -> None:
+    """A marketing list belongs to exactly one export: 409 naming the export when a list name
+    this export would write is another export's on the same Sales environment (whatever the
+    connection: an admin-only and a shared connection may reach the same environment).
+    Dataverse compares names case-insensitively, so this does too. The run checks again in
+    Sales (the list records its owner), which also covers other installations."""
+    if body.connection_id is None:
+        return
+    try:
+        connection = store.connections.get(body.connection_id)
+    except (NotFoundError, ValueError):
+        return  # check_references reports it
+    environment = _environment(connection.server_address)
+    wanted: dict[str, str] = {}
+    for segment in body.segments:
+        try:
+            name = render_list_name(body.list_name, segment=segment, export=body.display_name)
+        except ListNameError:
+            return  # check_references reports it
+        wanted[name.casefold()] = name
+    connections = connections_by_id(store)
+    for other in store.exports.list():
+        if other.id == export_id or other.connection_id is None:
+            continue
+        reach = connections.get(other.connection_id)
+        if reach is None or _environment(reach.server_address) != environment:
+            continue
+        theirs = _list_names(other, store)
+        clash = sorted(set(wanted) & set(theirs))
+        if clash:
+            name = theirs[clash[0]]
+            raise ApiProblem(
+                409,
+                f"The marketing list {name!r} belongs to export {other.display_name!r} "
+                f"({other.id}) on the same Sales environment; a list belongs to exactly one "
+                "export. Choose another listName.",
+                kind="list-owned",
+                extra={"exportId": other.id, "listName": name},
+            )
+
+
 def _list_name_errors(
     template: str, export_name: str, segments: Sequence[str]
 ) -> list[dict[str, str]]:
@@ -194,6 +257,7 @@ def create_export(
     store: Annotated[StoreApi, Depends(get_store)],
 ) -> ExportOut:
     check_references(body, caller, store, connection_changed=True)
+    check_list_ownership(body, None, store)
     now = utc_now_iso()
     export = _build(body, id=uuid.uuid4().hex, audit=Audit(caller.name, now, caller.name, now))
     created = store.exports.create(export)
@@ -251,6 +315,7 @@ def patch_export(
         check_references(
             body, caller, store, connection_changed=body.connection_id != current.connection_id
         )
+        check_list_ownership(body, current.id, store)
         audit = Audit(
             current.audit.created_by, current.audit.created_at, caller.name, utc_now_iso()
         )
