@@ -236,7 +236,11 @@ def test_schedule_defaults_to_refresh_and_round_trips(client: TestClient) -> Non
     assert data["open_export"]["schedule"] == {"kind": "refresh", "expression": None}
     cron = {"kind": "cron", "expression": "0  30 6 * * mon-fri"}
     created = create_export(
-        client, data["shared"]["id"], displayName="Weekday mornings", schedule=cron
+        client,
+        data["shared"]["id"],
+        displayName="Weekday mornings",
+        schedule=cron,
+        listName="Weekday {segment}",  # "{segment}" names the seeded export's lists (409)
     ).json()
     assert created["schedule"] == {"kind": "cron", "expression": "0 30 6 * * mon-fri"}
     url = f"/api/exports/{created['id']}"
