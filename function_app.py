@@ -1,7 +1,8 @@
 """Composition root of the Functions app: the HTTP API (FastAPI behind AsgiFunctionApp).
 
 Nothing heavy happens at import: settings, the store and identity are resolved on the first
-request. Serve locally without the Functions host: ``uvicorn function_app:api``.
+request; only settings that must never run (local-dev inside Azure) are refused here, at start.
+Serve locally without the Functions host: ``uvicorn function_app:api``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import azure.functions as func
 
 from shared.api.app import create_api
 from shared.runs import triggers as run_triggers  # light: builds no client at import
+from shared.settings import check_start
 
+check_start()  # refuses to start at all on settings that must never run (local-dev in Azure)
 api = create_api()
 app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.ANONYMOUS)
 

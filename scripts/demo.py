@@ -28,6 +28,7 @@ from scripts import sample_data
 from segexp.__main__ import follow
 from segexp.client import ApiClient
 from segexp.render import REASON_LABELS, run_summary, runs_table
+from shared.settings import AZURE_HOST_MARKERS
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 7
@@ -142,7 +143,8 @@ def main() -> int:
             "TABLE_PREFIX": "demo",
             "PYTHONUNBUFFERED": "1",
         }
-        env.pop("WEBSITE_INSTANCE_ID", None)
+        for marker in AZURE_HOST_MARKERS:  # the demo runs on loopback, never in Azure
+            env.pop(marker, None)
         port = free_port()
         api_url = f"http://127.0.0.1:{port}"
         step(f"Serving the HTTP API at {api_url} and starting the run-queue worker")

@@ -31,6 +31,40 @@ DEFAULT_ALLOWED_SALES_HOSTS = (
 )
 
 
+# Variables the platform itself sets in Azure (App Service / Functions, Container Apps), never a
+# local machine. Any one of them refuses AUTH_MODE=local-dev (an anonymous Admin).
+AZURE_HOST_MARKERS = (
+    "WEBSITE_INSTANCE_ID",
+    "WEBSITE_SITE_NAME",
+    "WEBSITE_HOSTNAME",
+    "WEBSITE_RESOURCE_GROUP",
+    "WEBSITE_OWNER_NAME",
+    "WEBSITE_DEPLOYMENT_ID",
+    "CONTAINER_APP_NAME",
+    "CONTAINER_APP_REVISION",
+    "CONTAINER_APP_HOSTNAME",
+    "CONTAINER_APP_ENV_DNS_SUFFIX",
+)
+
+
+def refuse_local_dev_in_azure(env: Mapping[str, str]) -> None:
+    """Raise when AUTH_MODE is local-dev and any Azure host marker is set. Cheap (reads two or
+    three variables), so the app runs it at start as well as in from_env."""
+    if (env.get("AUTH_MODE") or "").strip().lower() != AuthMode.LOCAL_DEV.value:
+        return
+    found = [name for name in AZURE_HOST_MARKERS if (env.get(name) or "").strip()]
+    if found:
+        raise ConfigurationError(
+            "AUTH_MODE=local-dev is refused when running in Azure "
+            f"({', '.join(found)} set by the platform)"
+        )
+
+
+def check_start(environ: Mapping[str, str] | None = None) -> None:
+    """The checks the app runs when it starts (function_app import), before serving anything."""
+    refuse_local_dev_in_azure(os.environ if environ is None else environ)
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -163,10 +197,7 @@ class Settings:
             raise ConfigurationError(
                 "setting AUTH_MODE must be one of entra, easyauth, local-dev"
             ) from None
-        if auth_mode is AuthMode.LOCAL_DEV and env.get("WEBSITE_INSTANCE_ID"):
-            raise ConfigurationError(
-                "AUTH_MODE=local-dev is refused when running in Azure (WEBSITE_INSTANCE_ID is set)"
-            )
+        refuse_local_dev_in_azure(env)
         settings = cls(
             storage_connection=d.storage_connection,
             table_prefix=_str(env, "TABLE_PREFIX", d.table_prefix),

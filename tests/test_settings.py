@@ -43,6 +43,24 @@ def test_local_dev_refused_in_azure() -> None:
         Settings.from_env({**BASE, "WEBSITE_INSTANCE_ID": "abc"})
 
 
+@pytest.mark.parametrize(
+    "marker",
+    [
+        "WEBSITE_SITE_NAME",
+        "WEBSITE_HOSTNAME",
+        "WEBSITE_RESOURCE_GROUP",
+        "WEBSITE_OWNER_NAME",
+        "CONTAINER_APP_NAME",
+        "CONTAINER_APP_REVISION",
+    ],
+)
+def test_local_dev_refused_on_any_azure_marker(marker: str) -> None:
+    """Issue 11 #9: any variable the platform sets in Azure refuses local-dev, not only one."""
+    with pytest.raises(ConfigurationError, match=marker):
+        Settings.from_env({**BASE, marker: "segexp-prod"})
+    Settings.from_env({**BASE, "AUTH_MODE": "easyauth", marker: "segexp-prod"})  # other modes run
+
+
 def test_entra_mode_needs_audience() -> None:
     with pytest.raises(ConfigurationError, match="API_AUDIENCE"):
         Settings.from_env({"AzureWebJobsStorage": "x"})

@@ -3,20 +3,24 @@ request (see ``deps.ApiContext``), so importing ``function_app`` stays fast."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 
-from shared.api.deps import ApiContext, SettingsProvider, StoreFactory, any_role
+from shared.api.deps import ApiContext, SettingsProvider, StoreFactory, any_role, context
 from shared.api.identity import Caller, IdentityResolver
 from shared.api.middleware import GuardMiddleware, RequestGate, RouteRule, route_rules
-from shared.api.problems import PROBLEM_JSON, install_handlers
+from shared.api.problems import CONFIGURATION_DETAIL, PROBLEM_JSON, ApiProblem, install_handlers
 from shared.api.schemas import HealthOut
+from shared.errors import ConfigurationError
 from shared.settings import Settings
+
+log = logging.getLogger("shared.api")
 
 OPENAPI_URL = "/api/openapi.json"
 DOCS_URL = "/api/docs"
@@ -76,7 +80,13 @@ def create_api(
     install_handlers(api)
 
     @api.get("/api/health", response_model=HealthOut, tags=["health"], summary="Liveness")
-    def health() -> HealthOut:
+    def health(request: Request) -> HealthOut:
+        """Fails (503) while the settings are refused, so a probe sees a broken deployment."""
+        try:
+            context(request).settings()
+        except ConfigurationError as exc:
+            log.error("health: configuration error: %s", exc)
+            raise ApiProblem(503, CONFIGURATION_DETAIL, kind="configuration") from None
         return HealthOut(status="ok")
 
     for module in (connections, exports, runs, segments, customers):
