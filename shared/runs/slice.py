@@ -46,6 +46,10 @@ class LeaseLost(Exception):
     pass
 
 
+class LeaseLostUnheld(Exception):
+    """The slice lost the lease and no live holder took it over: deliver the message again."""
+
+
 def already_done(run: Run, message: RunMessage) -> bool:
     if run.status.is_final:
         return True
@@ -77,7 +81,14 @@ class Slice:
         try:
             return self._execute()
         except LeaseLost:
-            return Outcome.LEASE_LOST
+            if self._another_live_holder():
+                return Outcome.LEASE_LOST
+            # Nobody continues the run: leave the message to the queue, which delivers it again
+            # (and gives it to poison handling past MAX_DEQUEUE_COUNT).
+            raise LeaseLostUnheld(
+                f"run {self.message.run_id} lost the export's lease and nobody else holds it; "
+                "the slice will be delivered again"
+            ) from None
         except RunClosed:
             return Outcome.DUPLICATE
         except Exception as exc:
@@ -177,6 +188,20 @@ class Slice:
     def _should_stop(self) -> bool:
         hb = self.heartbeat
         return bool(hb and (hb.lost or hb.cancel_requested))
+
+    def _another_live_holder(self) -> bool:
+        """Whether another worker holds an unexpired lease on the export (and so continues)."""
+        mine = self.heartbeat.lease if self.heartbeat is not None else self.lease
+        try:
+            current = self.store.leases.get(self.message.export_id)
+        except Exception as exc:  # unknown: let the queue deliver the message again
+            log.warning("could not read the export's lease (%s)", type(exc).__name__)
+            return False
+        return (
+            current is not None
+            and current.holder != mine.holder
+            and float(current.expires_at) > time.time()
+        )
 
     def _check_lease(self) -> None:
         if self.heartbeat is not None and self.heartbeat.lost:

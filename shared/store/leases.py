@@ -15,6 +15,7 @@ from shared.store.tables import Tables, etag_of, match
 
 LEASES = "leases"
 _PK = "lease"
+_RENEW_ATTEMPTS = 3  # a renewal whose answer was lost, then a retry against the stored ETag
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +96,28 @@ class LeaseRepository:
         Raises ConflictError if the lease was lost (taken over after expiry, or released)."""
         if seconds is None:
             seconds = lease.seconds
-        entity = self._entity(lease.export_id, lease.holder, seconds)
-        try:
-            with translated(f"renew lease of export {lease.export_id!r}"):
-                meta = self._tables.client(LEASES).update_entity(
-                    entity, mode=UpdateMode.REPLACE, **match(lease.etag)
-                )
-        except (PreconditionFailedError, NotFoundError) as error:
-            raise ConflictError(
-                f"lease of export {lease.export_id!r} was lost by {lease.holder!r}"
-            ) from error
-        return self._lease(entity, etag_of(meta))
+        etag = lease.etag
+        what = f"renew lease of export {lease.export_id!r}"
+        for _ in range(_RENEW_ATTEMPTS):
+            entity = self._entity(lease.export_id, lease.holder, seconds)
+            try:
+                with translated(what):
+                    meta = self._tables.client(LEASES).update_entity(
+                        entity, mode=UpdateMode.REPLACE, **match(etag)
+                    )
+                return self._lease(entity, etag_of(meta))
+            except PreconditionFailedError:
+                # A 412 does not by itself mean the lease is gone: a renewal that storage
+                # applied but whose answer was lost (connection reset, storage restart) comes
+                # back as 412 when the client retries it with the old ETag. The stored holder
+                # decides: holders are unique per slice, so a record still naming ours is ours.
+                stored = self.get(lease.export_id)
+                if stored is None or stored.holder != lease.holder:
+                    break
+                etag = stored.etag
+            except NotFoundError:
+                break
+        raise ConflictError(f"lease of export {lease.export_id!r} was lost by {lease.holder!r}")
 
     def release(self, lease: Lease) -> None:
         """Give the lease up; a no-op if it is already gone or someone else holds it now."""

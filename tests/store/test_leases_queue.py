@@ -48,12 +48,14 @@ def test_lease_acquire_renew_release(timed_store: Store, clock: FakeClock) -> No
     clock.now += 30
     renewed = leases.renew(lease)
     assert renewed.expires_at == clock.now + 60 and renewed.etag != lease.etag
-    with pytest.raises(ConflictError):
-        leases.renew(lease)  # the old ETag is stale
+    # A stale ETag alone is not a lost lease: the answer to the renewal may have been lost.
+    # The stored holder is still worker-a, so the renewal goes through on the stored ETag.
+    again = leases.renew(lease)
+    assert again.holder == "worker-a" and again.etag not in (lease.etag, renewed.etag)
     leases.release(lease)  # stale ETag: does not remove the renewed lease
     assert leases.acquire("e1", "worker-b", 60) is None
-    leases.release(renewed)
-    leases.release(renewed)
+    leases.release(again)
+    leases.release(again)
     assert leases.get("e1") is None
     assert leases.acquire("e1", "worker-b", 60) is not None
 
