@@ -4,14 +4,16 @@
 
 Reads the run queue (settings from the environment, like the app), hands each message's decoded
 text to the same ``on_run_message`` the queue trigger calls, and behaves like the host: delete on
-success, make the message visible again after ``--retry-delay`` on failure, and give a message
-that was delivered more than MAX_DEQUEUE_COUNT times to the poison handler. Used by the demo,
-the benchmark and the crash tests (which SIGKILL it at random points).
+success, make the message visible again after ``--retry-delay`` on failure, and move a message
+that failed its MAX_DEQUEUE_COUNT-th delivery (or was delivered more often: its workers died) to
+the poison queue ``<queue>-poison``, whose messages it hands to the poison function's body.
+Used by the demo, the benchmark and the crash tests (which SIGKILL it at random points).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -27,13 +29,21 @@ from shared.store.protocols import StoreApi
 log = logging.getLogger("shared.runs.worker_main")
 
 
-def queue_client(settings: Settings) -> Any:
-    """A QueueClient on the run queue that decodes base64 text like the Functions host does."""
+POISON_SUFFIX = "-poison"  # the Functions host's poison queue: <queue>-poison
+
+
+def poison_queue_name(settings: Settings) -> str:
+    return f"{settings.run_queue}{POISON_SUFFIX}"
+
+
+def queue_client(settings: Settings, name: str | None = None) -> Any:
+    """A QueueClient on the run queue (or another, e.g. its poison queue) that encodes and
+    decodes base64 text like the Functions host does."""
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
     return QueueClient.from_connection_string(
         settings.storage_connection,
-        settings.run_queue,
+        name or settings.run_queue,
         message_encode_policy=TextBase64EncodePolicy(),
         message_decode_policy=TextBase64DecodePolicy(),
     )
@@ -50,11 +60,17 @@ def serve(
     poll_interval: float = 0.2,
 ) -> int:
     """Process messages until should_stop() (or idle for exit_when_idle seconds); returns how
-    many deliveries were handled."""
+    many deliveries were handled (run and poison queue)."""
     queue = queue_client(settings)
+    poison = queue_client(settings, poison_queue_name(settings))
+    _ensure(poison)
     handled = 0
     idle_since = time.monotonic()
     while not should_stop():
+        if _serve_poison(poison, store, visibility):
+            handled += 1
+            idle_since = time.monotonic()
+            continue
         try:
             message = queue.receive_message(visibility_timeout=visibility)
         except Exception as exc:  # storage down: keep polling, like the host
@@ -67,14 +83,19 @@ def serve(
             time.sleep(poll_interval)
             continue
         handled += 1
+        idle_since = time.monotonic()
         if message.dequeue_count > settings.max_dequeue_count:
-            on_poison_message(message.content, store=store)
-            _delete(queue, message)
-            idle_since = time.monotonic()
+            # Delivered more often than allowed without completing (its workers died): the
+            # host moves such a message to the poison queue before running it again.
+            _to_poison(queue, poison, message)
             continue
         try:
             on_run_message(message.content, message.dequeue_count, store=store, settings=settings)
         except Exception as exc:
+            if message.dequeue_count >= settings.max_dequeue_count:
+                log.warning("delivery %d failed (%s); giving up", message.dequeue_count, exc)
+                _to_poison(queue, poison, message)
+                continue
             log.warning("delivery %d failed (%s); retrying later", message.dequeue_count, exc)
             try:
                 queue.update_message(message, visibility_timeout=retry_delay)
@@ -82,8 +103,44 @@ def serve(
                 log.warning("could not reschedule the message (%s)", type(inner).__name__)
         else:
             _delete(queue, message)
-        idle_since = time.monotonic()
     return handled
+
+
+def _ensure(queue: Any) -> None:
+    from azure.core.exceptions import ResourceExistsError
+
+    with contextlib.suppress(ResourceExistsError):
+        queue.create_queue()
+
+
+def _to_poison(queue: Any, poison: Any, message: Any) -> None:
+    """Move a message to the poison queue, as the host does past maxDequeueCount."""
+    try:
+        poison.send_message(message.content)
+    except Exception as exc:  # it becomes visible again and is moved on its next delivery
+        log.warning("could not move a message to the poison queue (%s)", type(exc).__name__)
+        return
+    log.warning("message delivered %d times moved to %s", message.dequeue_count, poison.queue_name)
+    _delete(queue, message)
+
+
+def _serve_poison(poison: Any, store: StoreApi, visibility: int) -> bool:
+    """Hand one poison-queue message (if any) to the poison function's body, like the host's
+    listener on <queue>-poison. True if a message was handled."""
+    try:
+        message = poison.receive_message(visibility_timeout=visibility)
+    except Exception as exc:
+        log.warning("poison receive failed (%s)", type(exc).__name__)
+        return False
+    if message is None:
+        return False
+    try:
+        on_poison_message(message.content, store=store)
+    except Exception as exc:
+        log.warning("poison delivery %d failed (%s)", message.dequeue_count, exc)
+        return True
+    _delete(poison, message)
+    return True
 
 
 def _delete(queue: Any, message: Any) -> None:

@@ -13,8 +13,9 @@ import pytest
 from emulator import EmulatorConfig, start_emulator
 from shared.models import RunStatus, Trigger
 from shared.runs.requests import request_run
+from shared.runs.worker_main import poison_queue_name, queue_client
 from shared.settings import Settings
-from shared.store import open_store
+from shared.store import encode_message, open_store
 from tests.runs.faultproxy import FaultProxy
 from tests.runs.helpers import (
     list_id_of,
@@ -45,6 +46,17 @@ def seeded(store: Any, emu: Any, segment: str, indices: range) -> tuple[Any, set
     seed_segment(store, segment, members)
     export = make_export(store, make_connection(store, emu), [segment])
     return export, {emu.contact_id(i) for i in members}
+
+
+def receive_one(store: Any) -> Any:
+    got: list[Any] = []
+
+    def received() -> bool:
+        got.extend(store.queue.receive(max_messages=1, visibility_timeout=1))
+        return bool(got)
+
+    wait_until(received, "the run message to be visible")
+    return got[0]
 
 
 def is_lease_renewal(method: str, path: str) -> bool:
@@ -125,4 +137,46 @@ def test_a_slice_whose_lease_vanished_leaves_its_message_to_be_delivered_again(
     assert final.status is RunStatus.SUCCEEDED, (final.status, final.error, final.reason)
     assert rec_emu.state.list_members(list_id_of(final, "Vanished")) == expected
     assert store.active_runs.get(export.id) is None
+    store.close()
+
+
+def test_the_local_runner_uses_the_poison_queue_as_the_host_does(
+    azurite: Azurite, table_prefix: str, rec_emu: Any, tmp_path: Path
+) -> None:
+    env = run_env(azurite, table_prefix, rec_emu, MAX_DEQUEUE_COUNT="3")
+    settings = Settings.from_env(env)
+    store = open_store(settings)
+    store.ensure()
+    export, _ = seeded(store, rec_emu, "Poisoned", range(10_000, 10_010))
+    poison = queue_client(settings, poison_queue_name(settings))
+    poison.create_queue()
+
+    # The host moved a message to <queue>-poison: the runner hands it to the poison function.
+    moved = request_run(store, export.id, trigger=Trigger.ON_DEMAND, requested_by="ann")
+    [received] = store.queue.receive(max_messages=1, visibility_timeout=30)
+    store.queue.delete(received)
+    poison.send_message(encode_message(received.message))
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(env, log)
+    try:
+        wait_until(lambda: current(store, moved).status.is_final, "the poison function")
+        closed = current(store, moved)
+        assert closed.status is RunStatus.FAILED and "given up" in (closed.error or "")
+        assert store.active_runs.get(export.id) is None
+
+        # A message whose workers died MAX_DEQUEUE_COUNT times goes to the poison queue.
+        worker.stop()
+        crashing = request_run(store, export.id, trigger=Trigger.ON_DEMAND, requested_by="ann")
+        for delivery in range(1, settings.max_dequeue_count + 1):
+            # received and never completed: what a worker that died mid-slice leaves behind
+            assert receive_one(store).dequeue_count == delivery
+        worker = WorkerProcess(env, log)
+        wait_until(lambda: current(store, crashing).status.is_final, "the poison path")
+        closed = current(store, crashing)
+        assert closed.status is RunStatus.FAILED and "given up" in (closed.error or "")
+        assert "moved to " + poison_queue_name(settings) in log.read_text()
+    finally:
+        worker.stop()
+    assert poison.peek_messages(max_messages=5) == []
+    assert store.queue.receive(max_messages=5, visibility_timeout=1) == []
     store.close()
