@@ -207,6 +207,10 @@ class Run:
     reason: str | None = None  # why skipped / canceled, in words
     slices: int = 0
     cancel_requested: bool = False
+    progress_at: str | None = None  # when a worker last saved the run (abandoned-run rule)
+    attempted_slice: int = 0  # the slice whose starts slice_attempts counts
+    slice_attempts: int = 0  # starts of attempted_slice (crash loops -> MAX_DEQUEUE_COUNT)
+    requeues: int = 0  # times the abandoned-run rule queued the run again (shared/runs/sweeper)
     etag: str | None = None
 
 

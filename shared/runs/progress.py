@@ -6,6 +6,7 @@ import time
 
 from shared.errors import ConflictError, PreconditionFailedError
 from shared.models import Run
+from shared.runs.clock import utc_now_iso
 from shared.store.protocols import StoreApi
 
 PROGRESS_SAVE_INTERVAL = 1.5  # seconds between progress writes while a segment is applied
@@ -27,6 +28,7 @@ class RunWriter:
     def save(self) -> None:
         for _ in range(8):
             try:
+                self.run.progress_at = utc_now_iso()
                 self.run = self._store.runs.update(self.run)
                 self._saved_at = time.monotonic()
                 return

@@ -8,7 +8,7 @@ until its run reaches a final status. Used by the HTTP API (on demand) and the t
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, SegmentExportError
 from shared.models import (
@@ -21,6 +21,8 @@ from shared.models import (
     Trigger,
 )
 from shared.runs.clock import new_run_id, run_id_created_at, utc_now, utc_now_iso
+from shared.runs.sweeper import abandoned_run, free_if_abandoned
+from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,20 @@ class ExportNotRunnableError(SegmentExportError):
 
 
 def request_run(
-    store: StoreApi, export_id: str, *, trigger: Trigger, requested_by: str, dry_run: bool = False
+    store: StoreApi,
+    export_id: str,
+    *,
+    trigger: Trigger,
+    requested_by: str,
+    dry_run: bool = False,
+    settings: Settings | None = None,
+    now: datetime | None = None,
 ) -> Run:
     """Record a queued run, claim the export's active-run marker and enqueue the first slice.
 
     Raises NotFoundError (unknown export), ExportNotRunnableError (detached) or ActiveRunError
-    (another run is queued or running; nothing recorded).
+    (another run is queued or running; nothing recorded). With settings, an abandoned active
+    run is freed first (shared.runs.sweeper): queued again, or failed and the export freed.
     """
     export: Export = store.exports.get(export_id)
     if export.detached:
@@ -64,6 +74,10 @@ def request_run(
         raise ExportNotRunnableError("the export has no segments; add at least one to run it")
     run_id = new_run_id()
     active = _claim(store, export_id, run_id)
+    if active is not None and settings is not None:
+        freed = free_if_abandoned(store, settings, export_id, now)
+        if freed is not None and freed.status.is_final:
+            active = _claim(store, export_id, run_id)
     if active is not None:
         raise ActiveRunError(active)
     run = Run(
@@ -137,9 +151,18 @@ def record_skipped(
     return created
 
 
-def cancel_run(store: StoreApi, export_id: str, run_id: str, requested_by: str) -> Run:
+def cancel_run(
+    store: StoreApi,
+    export_id: str,
+    run_id: str,
+    requested_by: str,
+    *,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> Run:
     """Ask a run to stop. A queued run becomes ``canceled`` at once (and frees the export); a
-    running run gets ``cancel_requested`` and stops at the worker's next chunk boundary.
+    running run gets ``cancel_requested`` and stops at the worker's next chunk boundary, unless
+    (with settings) it is abandoned (shared.runs.sweeper): then it is canceled at once too.
     A run that has already finished is returned unchanged.
     """
     for _ in range(_UPDATE_ATTEMPTS):
@@ -147,10 +170,19 @@ def cancel_run(store: StoreApi, export_id: str, run_id: str, requested_by: str) 
         if run.status.is_final:
             return run
         run.cancel_requested = True
+        abandoned = (
+            settings is not None
+            and run.status is RunStatus.RUNNING
+            and abandoned_run(store, settings, export_id, run_id, now or utc_now()) is not None
+        )
         if run.status is RunStatus.QUEUED:
             run.status = RunStatus.CANCELED
             run.finished_at = utc_now_iso()
             run.reason = f"canceled by {requested_by} before it started"
+        elif abandoned:
+            run.status = RunStatus.CANCELED
+            run.finished_at = utc_now_iso()
+            run.reason = f"canceled by {requested_by}; its worker had stopped"
         else:
             run.reason = f"cancel requested by {requested_by}; stopping at the next chunk"
         try:

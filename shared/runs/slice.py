@@ -135,6 +135,14 @@ class Slice:
         self.writer = RunWriter(self.store, run)
         if run.cancel_requested:
             return self._finish(RunStatus.CANCELED, run.reason or "canceled")
+        if self._count_attempt(run) > self.settings.max_dequeue_count:
+            run.error = (
+                f"slice {message.slice} was started {run.slice_attempts} times without finishing "
+                f"(more than MAX_DEQUEUE_COUNT={self.settings.max_dequeue_count}): the worker kept "
+                "stopping while running it; see the function logs, then run the export again"
+            )
+            log.warning("run %s: %s", run.id, run.error)
+            return self._finish(RunStatus.FAILED, None)
         started = time.monotonic()
         deadline = started + slice_budget(self.settings)
         run.status = RunStatus.RUNNING
@@ -188,6 +196,15 @@ class Slice:
     def _should_stop(self) -> bool:
         hb = self.heartbeat
         return bool(hb and (hb.lost or hb.cancel_requested))
+
+    def _count_attempt(self, run: Run) -> int:
+        """Count this start of the message's slice on the run itself: a crash-looping slice
+        whose messages are re-sent (BUSY) never reaches the queue's dequeue limit."""
+        if run.attempted_slice == self.message.slice and run.slice_attempts > 0:
+            run.slice_attempts += 1
+        else:
+            run.attempted_slice, run.slice_attempts = self.message.slice, 1
+        return run.slice_attempts
 
     def _another_live_holder(self) -> bool:
         """Whether another worker holds an unexpired lease on the export (and so continues)."""

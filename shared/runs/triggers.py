@@ -21,6 +21,7 @@ from shared.runs.requests import (
     record_skipped,
     request_run,
 )
+from shared.runs.sweeper import free_if_abandoned
 from shared.runs.worker import Outcome, finish_abandoned, process_message
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
@@ -72,11 +73,15 @@ def on_timer(
     refresh = schedule.crontab(settings.refresh_schedule)
     runs: list[Run] = []
     for export in store.exports.list():
+        try:
+            free_if_abandoned(store, settings, export.id, now)
+        except Exception:
+            log.exception("could not check export %s for an abandoned run", export.id)
         due = schedule.due_time(export, refresh, now)
         if due is None:
             continue
         try:
-            run = _start_due(store, export, due)
+            run = _start_due(store, settings, export, due, now)
         except Exception:
             log.exception("could not start export %s due at %s", export.id, due.isoformat())
             continue
@@ -88,13 +93,20 @@ def on_timer(
     return runs
 
 
-def _start_due(store: StoreApi, export: Export, due: datetime) -> Run | None:
+def _start_due(
+    store: StoreApi, settings: Settings, export: Export, due: datetime, now: datetime
+) -> Run | None:
     """Claim the due time, then request the run (or record it skipped); None if not ours."""
     if not store.schedule_claims.claim(export.id, due, claimed_by=_INSTANCE):
         return None  # another tick or instance started this due time
     try:
         run: Run = request_run(
-            store, export.id, trigger=Trigger.SCHEDULE, requested_by=SCHEDULE_REQUESTER
+            store,
+            export.id,
+            trigger=Trigger.SCHEDULE,
+            requested_by=SCHEDULE_REQUESTER,
+            settings=settings,
+            now=now,
         )
     except ActiveRunError as exc:
         run = record_skipped(store, export, Trigger.SCHEDULE, SCHEDULE_REQUESTER, exc.active_run_id)

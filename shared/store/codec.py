@@ -185,6 +185,10 @@ def run_props(r: Run) -> dict[str, Any]:
         "Reason": r.reason,
         "Slices": int(r.slices),
         "CancelRequested": bool(r.cancel_requested),
+        "ProgressAt": r.progress_at,
+        "AttemptedSlice": int(r.attempted_slice),
+        "SliceAttempts": int(r.slice_attempts),
+        "Requeues": int(r.requeues),
     }
     put_json(props, "Segments", [segment_result_to_json(s) for s in r.segments])
     return props
@@ -206,5 +210,9 @@ def run_from(entity: Mapping[str, Any], etag: str | None) -> Run:
         reason=_opt(entity, "Reason"),
         slices=int(_plain(entity.get("Slices", 0))),
         cancel_requested=bool(entity.get("CancelRequested", False)),
+        progress_at=_opt(entity, "ProgressAt"),
+        attempted_slice=int(_plain(entity.get("AttemptedSlice", 0))),
+        slice_attempts=int(_plain(entity.get("SliceAttempts", 0))),
+        requeues=int(_plain(entity.get("Requeues", 0))),
         etag=etag,
     )

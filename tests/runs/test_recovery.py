@@ -4,7 +4,13 @@ the emulator over HTTPS on loopback, and ``python -m shared.runs.worker_main`` w
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +18,9 @@ import pytest
 
 from emulator import EmulatorConfig, start_emulator
 from shared.models import RunStatus, Trigger
-from shared.runs.requests import request_run
+from shared.runs.requests import ActiveRunError, cancel_run, request_run
+from shared.runs.sweeper import abandoned_after, last_sign_of_life
+from shared.runs.triggers import on_timer
 from shared.runs.worker_main import poison_queue_name, queue_client
 from shared.settings import Settings
 from shared.store import encode_message, open_store
@@ -26,7 +34,7 @@ from tests.runs.helpers import (
     seed_segment,
 )
 from tests.runs.processes import WorkerProcess, current, wait_until
-from tests.support import Azurite
+from tests.support import REPO, Azurite
 
 
 @pytest.fixture(scope="module")
@@ -179,4 +187,210 @@ def test_the_local_runner_uses_the_poison_queue_as_the_host_does(
         worker.stop()
     assert poison.peek_messages(max_messages=5) == []
     assert store.queue.receive(max_messages=5, visibility_timeout=1) == []
+    store.close()
+
+
+@pytest.mark.slow
+def test_a_crash_looping_slice_is_failed_past_max_dequeue_count_even_when_messages_are_resent(
+    azurite: Azurite, table_prefix: str, rec_emu: Any, tmp_path: Path
+) -> None:
+    # Visibility (3 s) shorter than the lease (5 s): a dead worker's message comes back while
+    # its lease still stands, so each delivery is re-sent as a new message (fresh dequeue count).
+    env = run_env(
+        azurite,
+        table_prefix,
+        rec_emu,
+        RUN_SLICE_SECONDS="120",
+        LEASE_SECONDS="5",
+        SALES_CHUNK_SIZE="250",
+        SALES_MAX_PARALLEL="1",
+        MAX_DEQUEUE_COUNT="3",
+    )
+    store = open_store(Settings.from_env(env))
+    store.ensure()
+    export, _ = seeded(store, rec_emu, "Looping", range(0, 5000))
+    run = request_run(store, export.id, trigger=Trigger.ON_DEMAND, requested_by="ann")
+    log = tmp_path / "workers.log"
+    for attempt in (1, 2, 3):
+        worker = WorkerProcess(env, log)
+        try:
+            wait_until(
+                lambda a=attempt: current(store, run).slice_attempts == a,
+                f"start {attempt} of slice 0",
+            )
+        finally:
+            worker.kill()  # the slice dies every time it starts
+    survivor = WorkerProcess(env, log)
+    try:
+        wait_until(lambda: current(store, run).status.is_final, "the run to be given up")
+    finally:
+        survivor.stop()
+    final = current(store, run)
+    assert final.status is RunStatus.FAILED, (final.status, final.error)
+    assert final.slice_attempts == 4 and final.attempted_slice == 0
+    assert "MAX_DEQUEUE_COUNT=3" in (final.error or "")
+    assert store.active_runs.get(export.id) is None
+    store.close()
+
+
+def stranded_by_a_killed_worker(store: Any, env: dict[str, str], run: Any, log: Path) -> None:
+    """Kill the worker mid-apply and lose its message: nothing would continue the run."""
+    worker = WorkerProcess(env, log)
+    try:
+        wait_until(lambda: current(store, run).segments[0].added > 0, "the first applied chunk")
+    finally:
+        worker.kill()
+    store.queue.delete(receive_one(store))  # its message is gone (completed or lost)
+    assert current(store, run).status is RunStatus.RUNNING
+
+
+def recovery_env(azurite: Azurite, table_prefix: str, emu: Any) -> dict[str, str]:
+    return run_env(
+        azurite,
+        table_prefix,
+        emu,
+        RUN_SLICE_SECONDS="120",
+        LEASE_SECONDS="5",
+        SALES_CHUNK_SIZE="250",
+        SALES_MAX_PARALLEL="1",
+    )
+
+
+@pytest.mark.slow
+def test_the_timer_queues_an_abandoned_run_again_and_it_finishes_exactly(
+    azurite: Azurite, table_prefix: str, rec_emu: Any, tmp_path: Path
+) -> None:
+    env = recovery_env(azurite, table_prefix, rec_emu)
+    settings = Settings.from_env(env)
+    store = open_store(settings)
+    store.ensure()
+    members = [i for i in range(0, 5000) if not rec_emu.is_inactive(i)]
+    seed_customers(store, rec_emu, members)
+    seed_segment(store, "Swept", members)
+    # Not scheduled (enabled=False), so the timer tick only applies the abandoned-run rule.
+    export = make_export(store, make_connection(store, rec_emu), ["Swept"], enabled=False)
+    run = request_run(store, export.id, trigger=Trigger.ON_DEMAND, requested_by="ann")
+    log = tmp_path / "workers.log"
+    stranded_by_a_killed_worker(store, env, run, log)
+
+    # A tick within the window leaves it alone; one past it queues the run's slice again.
+    silent_since = last_sign_of_life(current(store, run))
+    assert silent_since is not None
+    on_timer(False, store=store, settings=settings, now=silent_since + timedelta(seconds=60))
+    assert current(store, run).requeues == 0
+    late = silent_since + abandoned_after(settings) + timedelta(seconds=1)
+    on_timer(False, store=store, settings=settings, now=late)
+    assert current(store, run).requeues == 1
+    worker = WorkerProcess(env, log)
+    try:
+        wait_until(lambda: current(store, run).status.is_final, "the run to finish")
+    finally:
+        worker.stop()
+    final = current(store, run)
+    assert final.status is RunStatus.SUCCEEDED, (final.status, final.error)
+    expected = {rec_emu.contact_id(i) for i in members}
+    assert rec_emu.state.list_members(list_id_of(final, "Swept")) == expected
+    assert store.active_runs.get(export.id) is None
+    store.close()
+
+
+@pytest.mark.slow
+def test_cancel_of_an_abandoned_run_takes_effect_at_once(
+    azurite: Azurite, table_prefix: str, rec_emu: Any, tmp_path: Path
+) -> None:
+    env = recovery_env(azurite, table_prefix, rec_emu)
+    settings = Settings.from_env(env)
+    store = open_store(settings)
+    store.ensure()
+    export, _ = seeded(store, rec_emu, "Dropped", range(5000, 10_000))
+    run = request_run(store, export.id, trigger=Trigger.ON_DEMAND, requested_by="ann")
+    stranded_by_a_killed_worker(store, env, run, tmp_path / "workers.log")
+    silent_since = last_sign_of_life(current(store, run))
+    assert silent_since is not None
+    late = silent_since + abandoned_after(settings) + timedelta(seconds=1)
+
+    canceled = cancel_run(store, export.id, run.id, "bob", settings=settings, now=late)
+
+    assert canceled.status is RunStatus.CANCELED and canceled.finished_at
+    assert "worker had stopped" in (canceled.reason or "")
+    assert store.active_runs.get(export.id) is None
+    again = request_run(store, export.id, trigger=Trigger.ON_DEMAND, requested_by="ann")
+    assert again.status is RunStatus.QUEUED
+    store.close()
+
+
+REQUEST_IN_A_PROCESS = """
+import sys
+from shared.models import Trigger
+from shared.runs.requests import ActiveRunError, cancel_run, request_run
+from shared.runs.sweeper import abandoned_after, last_sign_of_life
+from shared.runs.triggers import on_timer
+from shared.settings import Settings
+from shared.store import open_store
+store = open_store(Settings.from_env())
+print("ready", flush=True)
+request_run(store, sys.argv[1], trigger=Trigger.ON_DEMAND, requested_by="api")
+"""
+
+
+@pytest.mark.slow
+def test_an_api_process_dying_between_recording_and_enqueuing_does_not_block_the_export(
+    azurite: Azurite, table_prefix: str, rec_emu: Any, tmp_path: Path
+) -> None:
+    env = recovery_env(azurite, table_prefix, rec_emu)
+    settings = Settings.from_env(env)
+    store = open_store(settings)
+    store.ensure()
+    export, expected = seeded(store, rec_emu, "Orphan", range(10_000, 10_400))
+    # The API process's queue endpoint accepts connections and never answers: it hangs in the
+    # enqueue after recording the run, and is killed there.
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(16)
+        port = blackhole.getsockname()[1]
+        api_env = {
+            **os.environ,
+            **env,
+            "AzureWebJobsStorage": env["AzureWebJobsStorage"].replace(
+                f":{azurite.queue_port}/", f":{port}/"
+            ),
+        }
+        api = subprocess.Popen(
+            [sys.executable, "-c", REQUEST_IN_A_PROCESS, export.id],
+            cwd=REPO,
+            env=api_env,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            assert api.stdout is not None and api.stdout.readline().strip() == b"ready"
+            wait_until(lambda: bool(store.runs.list(export.id)[0]), "the run to be recorded")
+        finally:
+            os.killpg(api.pid, signal.SIGKILL)
+            api.wait(timeout=30)
+    [orphan], _ = store.runs.list(export.id)
+    assert orphan.status is RunStatus.QUEUED
+    assert store.queue.receive(max_messages=1, visibility_timeout=1) == []
+
+    queued_at = last_sign_of_life(orphan)
+    assert queued_at is not None
+    late = queued_at + abandoned_after(settings) + timedelta(seconds=1)
+    with pytest.raises(ActiveRunError):  # the request touches the export: the run is freed
+        request_run(
+            store,
+            export.id,
+            trigger=Trigger.ON_DEMAND,
+            requested_by="ann",
+            settings=settings,
+            now=late,
+        )
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: current(store, orphan).status.is_final, "the orphan run to finish")
+    finally:
+        worker.stop()
+    final = current(store, orphan)
+    assert final.status is RunStatus.SUCCEEDED, (final.status, final.error)
+    assert rec_emu.state.list_members(list_id_of(final, "Orphan")) == expected
+    assert store.active_runs.get(export.id) is None
     store.close()

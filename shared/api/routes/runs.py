@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from shared.api.common import MAX_CONTINUATION, next_link
-from shared.api.deps import admin, any_role, contributor, get_store
+from shared.api.deps import admin, any_role, contributor, get_settings, get_store
 from shared.api.identity import Caller
 from shared.api.problems import ApiProblem
 from shared.api.routes.exports import require_manage
@@ -27,6 +27,7 @@ from shared.api.schemas import (
     RunPage,
 )
 from shared.models import Run, Trigger
+from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.api")
@@ -70,6 +71,7 @@ def request_export_run(
     response: Response,
     caller: Annotated[Caller, Depends(contributor)],
     store: Annotated[StoreApi, Depends(get_store)],
+    settings: Annotated[Settings, Depends(get_settings)],
     dry_run: Annotated[
         bool, Query(alias="dryRun", description="plan only; write nothing to Sales")
     ] = False,
@@ -79,7 +81,12 @@ def request_export_run(
     require_manage(caller, store.exports.get(export_id), store)
     try:
         run = request_run(
-            store, export_id, trigger=Trigger.ON_DEMAND, requested_by=caller.name, dry_run=dry_run
+            store,
+            export_id,
+            trigger=Trigger.ON_DEMAND,
+            requested_by=caller.name,
+            dry_run=dry_run,
+            settings=settings,
         )
     except ActiveRunError as exc:
         active = exc.active_run_id
@@ -235,12 +242,13 @@ def cancel(
     response: Response,
     caller: Annotated[Caller, Depends(contributor)],
     store: Annotated[StoreApi, Depends(get_store)],
+    settings: Annotated[Settings, Depends(get_settings)],
 ) -> RunOut:
     from shared.runs.requests import cancel_run
 
     require_manage(caller, store.exports.get(export_id), store)
     store.runs.get(export_id, run_id)
-    run = cancel_run(store, export_id, run_id, caller.name)
+    run = cancel_run(store, export_id, run_id, caller.name, settings=settings)
     if run.status.is_active:
         response.status_code = 202
     return run_out(run)
