@@ -26,7 +26,7 @@ from shared.sales import SegmentSyncRequest, open_sales_client, sync_segment
 from shared.settings import Settings
 
 CONTACT_FIELD = "ContactId"
-SECRET_SETTING = "BENCH_SALES_SECRET"
+SECRET_SETTING = "SEGEXP_SECRET_BENCH"
 
 
 def segment_range(size: int, phase: str) -> range:

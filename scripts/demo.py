@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 SEED = 7
 CONTACTS = 6000
 CUSTOMERS = 5000
-SECRET_SETTING = "DEMO_SALES_SECRET"
+SECRET_SETTING = "SEGEXP_SECRET_DEMO"
 
 
 def say(text: str = "") -> None:

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from shared import ncrontab
 from shared.errors import ConfigurationError
+from shared.secrets_rule import secret_setting_problem
 
 
 class AuthMode(StrEnum):
@@ -249,7 +250,12 @@ class Settings:
         return settings
 
     def secret(self, setting_name: str) -> str:
-        """Read a connection's client secret at run time from the named app setting."""
+        """Read a connection's client secret at run time from the named app setting, which
+        must pass shared.secrets_rule (checked before any lookup: a refusal says the same
+        whether or not the setting exists)."""
+        problem = secret_setting_problem(setting_name)
+        if problem:
+            raise ConfigurationError(f"the secretSetting {setting_name} {problem}")
         value = self.environ.get(setting_name)
         if not value:
             raise ConfigurationError(

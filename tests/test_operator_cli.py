@@ -40,7 +40,7 @@ def app_stack(azurite: Any, table_prefix: str) -> Iterator[dict[str, Any]]:
             "ALLOW_LOOPBACK_SALES": "true",
             "ENTRA_AUTHORITY_HOST": emu.authority_host,
             "SALES_CA_BUNDLE": emu.ca_file,
-            "CLI_TEST_SECRET": emu.client_secret,
+            "SEGEXP_SECRET_CLI": emu.client_secret,
         }
     )
     port = free_port()
@@ -101,7 +101,7 @@ def test_operator_imports_runs_and_reads_rejections(
                     "kind": "client-secret",
                     "tenantId": emu.tenant_id,
                     "clientId": emu.client_id,
-                    "secretSetting": "CLI_TEST_SECRET",
+                    "secretSetting": "SEGEXP_SECRET_CLI",
                 },
                 "contactIdField": sample_data.CONTACT_FIELD,
             }

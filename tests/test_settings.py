@@ -67,10 +67,10 @@ def test_entra_mode_needs_audience() -> None:
 
 
 def test_secret_is_read_from_named_setting_at_run_time() -> None:
-    s = Settings.from_env({**BASE, "CONTOSO_SECRET": "s3cr3t"})
-    assert s.secret("CONTOSO_SECRET") == "s3cr3t"
-    with pytest.raises(ConfigurationError, match="MISSING_ONE"):
-        s.secret("MISSING_ONE")
+    s = Settings.from_env({**BASE, "SEGEXP_SECRET_CONTOSO": "s3cr3t"})
+    assert s.secret("SEGEXP_SECRET_CONTOSO") == "s3cr3t"
+    with pytest.raises(ConfigurationError, match="SEGEXP_SECRET_MISSING"):
+        s.secret("SEGEXP_SECRET_MISSING")
 
 
 def test_from_env_takes_its_defaults_from_the_fields() -> None:

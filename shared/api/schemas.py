@@ -34,6 +34,7 @@ from shared.models import (
     SignInStatus,
     UsableBy,
 )
+from shared.secrets_rule import secret_setting_problem
 
 GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 DOMAIN_PATTERN = r"^(?=.{4,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
@@ -70,6 +71,19 @@ def _tenant(value: str) -> str:
 
 TenantId = Annotated[str, StringConstraints(min_length=1, max_length=253), AfterValidator(_tenant)]
 SettingName = Annotated[str, StringConstraints(pattern=SETTING_NAME_PATTERN)]
+
+
+def _secret_setting(value: str) -> str:
+    problem = secret_setting_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# A connection's secretSetting: shared.secrets_rule (the same rule the run time applies).
+SecretSettingName = Annotated[
+    str, StringConstraints(pattern=SETTING_NAME_PATTERN), AfterValidator(_secret_setting)
+]
 ColumnName = Annotated[str, StringConstraints(pattern=COLUMN_PATTERN)]
 ResourceId = Annotated[str, StringConstraints(pattern=RESOURCE_ID_PATTERN)]
 SegmentName = Annotated[
@@ -100,7 +114,7 @@ class ClientSecretCredentialIn(InputModel):
     kind: Literal["client-secret"]
     tenant_id: TenantId
     client_id: Guid
-    secret_setting: SettingName = Field(
+    secret_setting: SecretSettingName = Field(
         description="NAME of the app setting (or Key Vault reference) holding the client secret; "
         "never the secret itself"
     )
@@ -113,7 +127,7 @@ class DelegatedCredentialIn(InputModel):
     kind: Literal["delegated"]
     tenant_id: TenantId
     client_id: Guid
-    secret_setting: SettingName = Field(
+    secret_setting: SecretSettingName = Field(
         description="NAME of the app setting (or Key Vault reference) holding the app "
         "registration's client secret; never the secret itself"
     )

@@ -21,6 +21,7 @@ from shared.models import Connection, CredentialKind
 from shared.sales.auth import ManagedIdentityProvider, MsalClientSecretProvider, TokenProvider
 from shared.sales.client import Gate, RetryPolicy, SalesClient, ThrottleGate
 from shared.sales.delegated import DelegatedProvider, SignInStore
+from shared.secrets_rule import secret_setting_problem
 from shared.settings import Settings
 
 DOP_HINT_TTL = 900.0  # seconds a remembered x-ms-dop-hint stays trusted
@@ -91,7 +92,7 @@ def _shared_provider(
     # a new msal application instead of a stale one.
     secret_hash = ""
     if cred.kind in (CredentialKind.CLIENT_SECRET, CredentialKind.DELEGATED) and (
-        cred.secret_setting
+        cred.secret_setting and secret_setting_problem(cred.secret_setting) is None
     ):
         raw = settings.environ.get(cred.secret_setting, "")
         secret_hash = hashlib.sha256(raw.encode()).hexdigest()

@@ -129,7 +129,7 @@ def connection_body(**overrides: Any) -> dict[str, Any]:
             "kind": "client-secret",
             "tenantId": TENANT,
             "clientId": CLIENT_ID,
-            "secretSetting": "CONTOSO_SALES_SECRET",
+            "secretSetting": "SEGEXP_SECRET_CONTOSO",
         },
         "contactIdField": "ContactId",
     }

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.helpers import ADMIN, create_connection
 
-SETTING = "CONTOSO_SALES_SECRET"
+SETTING = "SEGEXP_SECRET_CONTOSO"
 
 
 @pytest.fixture(scope="module")

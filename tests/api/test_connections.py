@@ -41,7 +41,7 @@ def test_create_answers_201_location_etag_normalised_and_audited(client: TestCli
         "kind": "client-secret",
         "tenantId": "8e0c6b1a-2f7d-4c1e-9a55-0f3b2c1d4e5f",
         "clientId": "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
-        "secretSetting": "CONTOSO_SALES_SECRET",
+        "secretSetting": "SEGEXP_SECRET_CONTOSO",
     }
     assert body["createdBy"] == body["updatedBy"] == "ada@contoso.test"
     assert body["createdAt"].endswith("Z")
@@ -69,7 +69,7 @@ def test_defaults_and_managed_identity(client: TestClient) -> None:
             "kind": "client-secret",
             "tenantId": "contoso.onmicrosoft.com",
             "clientId": "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
-            "secretSetting": "S",
+            "secretSetting": "SEGEXP_SECRET_S",
         },
     )
     assert by_domain["credential"]["tenantId"] == "contoso.onmicrosoft.com"
@@ -182,7 +182,7 @@ def test_patch_merges_validates_and_audits(client: TestClient) -> None:
     body = response.json()
     assert body["displayName"] == "Renamed"
     assert body["credential"]["tenantId"] == "contoso.onmicrosoft.com"
-    assert body["credential"]["secretSetting"] == "CONTOSO_SALES_SECRET"  # merged, kept
+    assert body["credential"]["secretSetting"] == "SEGEXP_SECRET_CONTOSO"  # merged, kept
     assert body["createdAt"] == created["createdAt"]
     assert body["updatedAt"] >= created["updatedAt"]
     # changing the credential kind replaces the credential
@@ -276,7 +276,7 @@ def test_connection_test_reports_each_check_against_a_failing_endpoint(
     client = make_client(
         ALLOW_LOOPBACK_SALES="true",
         ENTRA_AUTHORITY_HOST=dead,
-        CONTOSO_SALES_SECRET="a-secret-that-must-not-leak",
+        SEGEXP_SECRET_CONTOSO="a-secret-that-must-not-leak",
         SALES_MAX_RETRIES="0",
     )
     created = create_connection(client, serverAddress=dead)

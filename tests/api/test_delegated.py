@@ -43,7 +43,7 @@ def delegated_env(emu: RunningEmulator) -> dict[str, str]:
         "ALLOW_LOOPBACK_SALES": "true",
         "ENTRA_AUTHORITY_HOST": emu.authority_host,
         "SALES_CA_BUNDLE": emu.ca_file,
-        "EMU_APP_SECRET": emu.client_secret,
+        "SEGEXP_SECRET_EMU_APP": emu.client_secret,
         "TOKEN_CACHE_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
 
@@ -56,7 +56,7 @@ def connection_body(emu: RunningEmulator) -> dict[str, Any]:
             "kind": "delegated",
             "tenantId": emu.tenant_id,
             "clientId": emu.client_id,
-            "secretSetting": "EMU_APP_SECRET",
+            "secretSetting": "SEGEXP_SECRET_EMU_APP",
         },
         "contactIdField": "ContactId",
     }

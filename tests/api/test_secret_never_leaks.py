@@ -16,7 +16,7 @@ from tests.api.helpers import ADMIN, CONTRIBUTOR, VIEWER, connection_body, put_s
 from tests.support import free_port
 
 SECRET = "Zq8~s3cr3t.V4lue-For_Tests-9f1d"  # shaped like an Entra client secret
-SETTING = "CONTOSO_SALES_SECRET"
+SETTING = "SEGEXP_SECRET_CONTOSO"
 
 
 def _all_table_text(azurite: Any, prefix: str) -> str:

@@ -13,7 +13,7 @@ from shared.runs.worker_main import serve
 from shared.settings import Settings
 from tests.support import Azurite
 
-SECRET_SETTING = "EMU_SALES_SECRET"
+SECRET_SETTING = "SEGEXP_SECRET_EMU"
 CONTACT_FIELD = "ContactId"
 DRAIN_LIMIT_SECONDS = 120.0  # a safety bound against hangs, not a timing assertion
 

@@ -167,19 +167,19 @@ def test_a_stale_slice_delivered_again_after_hand_off_is_dropped(
 def test_a_refused_secret_fails_the_run_naming_the_setting(
     azurite: Azurite, table_prefix: str, emu: Any
 ) -> None:
-    settings = Settings.from_env(run_env(azurite, table_prefix, emu, WRONG_SECRET="not-it"))
+    settings = Settings.from_env(run_env(azurite, table_prefix, emu, SEGEXP_SECRET_WRONG="not-it"))
     store = open_test_store(settings)
     members = [i for i in range(5100, 5110) if not emu.is_inactive(i)]
     seed_customers(store, emu, members)
     seed_segment(store, "Refused", members)
-    connection = make_connection(store, emu, secret_setting="WRONG_SECRET")
+    connection = make_connection(store, emu, secret_setting="SEGEXP_SECRET_WRONG")
     export = make_export(store, connection, ["Refused"])
     run = request_run(store, export.id, trigger=Trigger.ON_DEMAND, requested_by="ann")
     assert process_message(store, settings, take_message(store)) is Outcome.FINISHED
     final = store.runs.get(export.id, run.id)
     assert final.status is RunStatus.FAILED and final.finished_at
     assert final.error is not None and "refused by Entra ID" in final.error
-    assert "WRONG_SECRET" in final.error and "not-it" not in final.error
+    assert "SEGEXP_SECRET_WRONG" in final.error and "not-it" not in final.error
     assert store.active_runs.get(export.id) is None
     store.close()
 
@@ -188,13 +188,13 @@ def test_a_missing_secret_setting_fails_the_run_naming_it(
     store: Any, settings: Any, emu: Any
 ) -> None:
     seed_segment(store, "NoSecret", [])
-    connection = make_connection(store, emu, secret_setting="UNSET_SECRET_SETTING")
+    connection = make_connection(store, emu, secret_setting="SEGEXP_SECRET_UNSET")
     export = make_export(store, connection, ["NoSecret"])
     run = request_run(store, export.id, trigger=Trigger.ON_DEMAND, requested_by="ann")
     assert process_message(store, settings, take_message(store)) is Outcome.FINISHED
     final = store.runs.get(export.id, run.id)
     assert final.status is RunStatus.FAILED
-    assert final.error is not None and "UNSET_SECRET_SETTING" in final.error
+    assert final.error is not None and "SEGEXP_SECRET_UNSET" in final.error
 
 
 def test_an_unknown_server_fails_pointing_at_the_server_address(

@@ -18,13 +18,13 @@ def settings_for(emu: Any, **extra: str) -> Settings:
         "ENTRA_AUTHORITY_HOST": emu.authority_host,
         "SALES_CA_BUNDLE": emu.ca_file,
         "ALLOW_LOOPBACK_SALES": "true",
-        "EMU_SALES_SECRET": emu.client_secret,
+        "SEGEXP_SECRET_EMU": emu.client_secret,
         **extra,
     }
     return Settings.from_env(env)
 
 
-def connection_for(emu: Any, *, secret_setting: str = "EMU_SALES_SECRET") -> Connection:
+def connection_for(emu: Any, *, secret_setting: str = "SEGEXP_SECRET_EMU") -> Connection:
     return Connection(
         id="conn-emu",
         display_name="Emulator",

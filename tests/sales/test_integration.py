@@ -324,21 +324,25 @@ def test_probe_reports_each_check(emu: Any) -> None:
 
 
 def test_probe_with_a_wrong_secret_says_what_to_fix(emu: Any) -> None:
-    settings = settings_for(emu, EMU_WRONG="not-the-secret")
-    checks = probe_connection(connection_for(emu, secret_setting="EMU_WRONG"), settings)
+    settings = settings_for(emu, SEGEXP_SECRET_WRONG="not-the-secret")
+    checks = probe_connection(connection_for(emu, secret_setting="SEGEXP_SECRET_WRONG"), settings)
     assert [c.ok for c in checks] == [False, False, False, False]
     assert "invalid_client" in checks[0].detail and "secret" in checks[0].detail
     assert "not-the-secret" not in " ".join(c.detail for c in checks)
-    missing = probe_connection(connection_for(emu, secret_setting="NOT_SET"), settings)
-    assert not missing[0].ok and "NOT_SET" in missing[0].detail
+    missing = probe_connection(
+        connection_for(emu, secret_setting="SEGEXP_SECRET_NOT_SET"), settings
+    )
+    assert not missing[0].ok and "SEGEXP_SECRET_NOT_SET" in missing[0].detail
 
 
 def test_wrong_secret_fails_the_sync_as_an_authentication_error(emu: Any) -> None:
     segment = Segment.of(emu, range(10))
-    settings = settings_for(emu, EMU_WRONG2="nope")
+    settings = settings_for(emu, SEGEXP_SECRET_WRONG2="nope")
     with (
         pytest.raises(AuthenticationError),
-        open_sales_client(connection_for(emu, secret_setting="EMU_WRONG2"), settings) as client,
+        open_sales_client(
+            connection_for(emu, secret_setting="SEGEXP_SECRET_WRONG2"), settings
+        ) as client,
     ):
         sync_segment(client, segment.request("Never"))
     assert emu.state.find_lists("Never") == []

@@ -40,6 +40,7 @@ from shared.api.schemas import (
 )
 from shared.errors import PreconditionFailedError
 from shared.models import Audit, Connection, CredentialKind, SignIn, UsableBy
+from shared.secrets_rule import secret_setting_problem
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
@@ -250,7 +251,11 @@ def test_connection(
 
 def _secret_value(connection: Connection, settings: Settings) -> str | None:
     cred = connection.credential
-    if cred.kind is CredentialKind.CLIENT_SECRET and cred.secret_setting:
+    if (
+        cred.kind is CredentialKind.CLIENT_SECRET
+        and cred.secret_setting
+        and secret_setting_problem(cred.secret_setting) is None
+    ):
         return settings.environ.get(cred.secret_setting) or None
     return None
 
