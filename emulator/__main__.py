@@ -1,4 +1,5 @@
 """`python -m emulator --port P --contacts N --inactive-fraction F [--time-scale S] [--seed K]`
+[--cid-customers N --cid-segments Name:size,... --cid-no-contact-fraction F]
 
 Prints ONE JSON line with the connection details when ready, then serves until SIGINT/SIGTERM.
 """
@@ -11,6 +12,7 @@ import signal
 import sys
 import threading
 
+from emulator.cid import DEFAULT_CONTACT_COLUMN, CidConfig, parse_segments
 from emulator.config import Costs, EmulatorConfig, Faults, Limits
 from emulator.server import start_emulator
 
@@ -29,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unavailable", type=float, default=0.0, help="fault: fraction answered 503")
     p.add_argument("--drop", type=float, default=0.0, help="fault: fraction of dropped connections")
     p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument("--cid-customers", type=int, default=0, help="CI-D unified profiles (0: none)")
+    p.add_argument(
+        "--cid-segments", default="", help="CI-D segments as Name:size,Name2:size (output names)"
+    )
+    p.add_argument(
+        "--cid-no-contact-fraction", type=float, default=0.0, help="profiles without contact id"
+    )
+    p.add_argument("--cid-contact-column", default=DEFAULT_CONTACT_COLUMN)
     d_limits, d_costs = Limits(), Costs()
     p.add_argument("--requests-per-window", type=int, default=d_limits.requests_per_window)
     p.add_argument(
@@ -60,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             violation_penalty_seconds=args.violation_penalty_seconds,
         ),
         costs=Costs(args.cost_base_ms, args.cost_per_member_ms, args.cost_per_row_read_ms),
+        cid=CidConfig(
+            customers=args.cid_customers,
+            segments=parse_segments(args.cid_segments),
+            no_contact_fraction=args.cid_no_contact_fraction,
+            contact_column=args.cid_contact_column,
+        ),
     )
     emu = start_emulator(cfg, port=args.port)
     stop = threading.Event()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from emulator.cid import CidConfig
+
 
 @dataclass
 class Limits:
@@ -77,6 +79,7 @@ class EmulatorConfig:
     limits: Limits = field(default_factory=Limits)
     costs: Costs = field(default_factory=Costs)
     faults: Faults = field(default_factory=Faults)
+    cid: CidConfig = field(default_factory=CidConfig)  # Customer Insights tables (none by default)
 
     def __post_init__(self) -> None:
         if self.contacts < 0 or self.contacts >= 2**62:

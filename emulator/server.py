@@ -30,6 +30,8 @@ from emulator import data
 from emulator.auth import Principal, TokenError, TokenService
 from emulator.authorize import AuthorizeService
 from emulator.batch import execute_batch
+from emulator.cid import CidTables
+from emulator.cid import control as cid_control
 from emulator.config import EmulatorConfig, Faults
 from emulator.faults import FaultInjector
 from emulator.odata import CODE_REQUESTS, CODE_UNAUTHORIZED, CODE_UNAVAILABLE
@@ -69,6 +71,8 @@ class Emulator:
         self.faults = FaultInjector(cfg.faults)
         self.stats = Stats(cfg.log_size)
         self.api.on_batch_op = self.stats.record_batch_op
+        self.cid = CidTables(cfg.cid, seed)
+        self.api.cid = self.cid
         self.base_url = ""
 
     def bind_url(self, base_url: str) -> None:
@@ -407,6 +411,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, {"ok": True})
             else:
                 self._send_json(404, {"error": f"unknown user hook {parts[2]}"})
+        elif parts[0] == "cid":
+            status, answer = cid_control(app.cid, m, parts[1:], doc)
+            self._send_json(status, answer)
         elif m == "POST" and parts == ["expire-tokens"]:
             self._send_json(200, {"expired": app.tokens.expire_tokens()})
         elif m == "GET" and len(parts) == 3 and parts[0] == "lists" and parts[2] == "members":
@@ -494,6 +501,7 @@ class RunningEmulator:
         self.client_secret = app.client_secret
         self.ca_file = str(ca_file)
         self.state = app.state
+        self.cid = app.cid  # Customer Insights tables: change membership between runs
 
     @property
     def authority(self) -> str:

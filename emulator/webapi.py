@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
+from emulator import cid as cid_tables
 from emulator import odata
 from emulator.auth import Principal
 from emulator.config import EmulatorConfig
@@ -175,7 +176,7 @@ def classify(method: str, path: str) -> str:
             return "remove-member"
     if path == "":
         return "service-document"
-    return "other"
+    return cid_tables.classify(method, path) or "other"
 
 
 class WebApi:
@@ -194,6 +195,7 @@ class WebApi:
         self.service_root = ""  # set once the port is known, ends with "/api/data/v9.2/"
         self.batch_executor = batch_executor
         self.on_batch_op: Callable[[str, int], None] | None = None
+        self.cid: cid_tables.CidTables | None = None  # Customer Insights tables (emulator/cid.py)
 
     # -- entry --------------------------------------------------------------------------------
     def handle(self, req: ApiRequest) -> ApiResponse:
@@ -338,6 +340,8 @@ class WebApi:
                     "Request message has unresolved parameters.", CODE_INVALID_ARGUMENT
                 )
             raise self._no_segment(sub)
+        if cid_tables.serves(path):
+            return cid_tables.handle(self, self.cid, req, path, q)
         raise self._no_segment(path.split("/")[0].split("(")[0] or path)
 
     @staticmethod

@@ -21,6 +21,33 @@ class CredentialKind(StrEnum):
     DELEGATED = "delegated"  # a signed-in Sales user (auth code + PKCE; encrypted token cache)
 
 
+class ContactIdSource(StrEnum):
+    COLUMN = "column"  # the column named by the connection's contact-ID field
+    ALTERNATE_KEY = "alternate-key"  # CI-D's msdynci_alternatekeys rows with entity contact
+
+
+class SourceKind(StrEnum):
+    EMBEDDED = "embedded"  # segments and customer rows uploaded to this app
+    CUSTOMER_INSIGHTS = "customer-insights"  # CI-D's tables in Dataverse, read at run start
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSource:
+    kind: SourceKind = SourceKind.EMBEDDED
+    connection_id: str | None = None  # CI-D read through another connection (default: export's)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRead:
+    """What a run read for one segment: answers "which data did you use?"."""
+
+    kind: str  # SourceKind value
+    member_rows: int = 0  # membership rows read (embedded: member ids; CI-D: membership rows)
+    lookup_rows: int = 0  # customer / profile / key rows read to find contact ids
+    watermark: str | None = None  # newest change seen (CI-D: max modifiedon; embedded: upload)
+    requests: int = 0  # requests the read took (Table Storage or Dataverse)
+
+
 class ExportMode(StrEnum):
     MIRROR = "mirror"  # the list equals the matched segment: adds and removes
     ADDITIVE = "additive"  # adds only; members who left the segment stay
@@ -133,6 +160,9 @@ class Connection:
     credential: Credential
     contact_id_field: str  # customer-table column that holds the Dynamics 365 contact ID
     usable_by: UsableBy = UsableBy.ADMINISTRATORS
+    # Where a Customer Insights source finds contact IDs: the profile column named by
+    # contact_id_field ("column") or CI-D's alternate-key table, entity contact ("alternate-key").
+    contact_id_source: ContactIdSource = ContactIdSource.COLUMN
     type: str = "dynamics365-sales"
     audit: Audit = field(default_factory=Audit)
     etag: str | None = None
@@ -147,6 +177,7 @@ class Export:
     mode: ExportMode = ExportMode.MIRROR
     enabled: bool = True
     list_name: str = "{segment}"  # template; {segment} and {export} are replaced
+    source: ExportSource = field(default_factory=ExportSource)
     audit: Audit = field(default_factory=Audit)
     etag: str | None = None
     schedule: Schedule = field(default_factory=Schedule)
@@ -189,6 +220,7 @@ class SegmentResult:
     complete: bool = False
     error: str | None = None
     progress: SegmentProgress = field(default_factory=SegmentProgress)
+    source: SourceRead | None = None  # what this segment's members were read from
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ def merge_segment(base: SegmentResult, call: SegmentResult) -> SegmentResult:
         list_created=base.list_created or call.list_created,
         list_recreated=base.list_recreated or call.list_recreated,
         progress=replace(call.progress),
+        source=call.source or base.source,
     )
 
 

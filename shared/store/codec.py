@@ -15,16 +15,20 @@ from typing import Any
 from shared.models import (
     Audit,
     Connection,
+    ContactIdSource,
     Credential,
     CredentialKind,
     Export,
     ExportMode,
+    ExportSource,
     Run,
     RunStatus,
     Schedule,
     ScheduleKind,
     SegmentProgress,
     SegmentResult,
+    SourceKind,
+    SourceRead,
     Trigger,
     UsableBy,
 )
@@ -88,6 +92,7 @@ def connection_props(c: Connection) -> dict[str, Any]:
         "ServerAddress": c.server_address,
         "UsableBy": str(c.usable_by),
         "ContactIdField": c.contact_id_field,
+        "ContactIdSource": str(c.contact_id_source),
         "CredentialKind": str(c.credential.kind),
         "TenantId": c.credential.tenant_id,
         "ClientId": c.credential.client_id,
@@ -108,6 +113,7 @@ def connection_from(entity: Mapping[str, Any], etag: str | None) -> Connection:
             secret_setting=_opt(entity, "SecretSetting"),
         ),
         contact_id_field=entity.get("ContactIdField") or "",
+        contact_id_source=ContactIdSource(entity.get("ContactIdSource") or ContactIdSource.COLUMN),
         usable_by=UsableBy(entity.get("UsableBy") or UsableBy.ADMINISTRATORS),
         type=entity.get("Type") or "dynamics365-sales",
         audit=_audit(entity),
@@ -128,6 +134,8 @@ def export_props(e: Export) -> dict[str, Any]:
         "ListName": e.list_name,
         "ScheduleKind": str(e.schedule.kind),
         "ScheduleExpression": e.schedule.expression,  # None -> property absent
+        "SourceKind": str(e.source.kind),
+        "SourceConnectionId": e.source.connection_id,  # None -> absent: the export's connection
         **_audit_props(e.audit),
     }
     put_json(props, "Segments", list(e.segments))
@@ -142,6 +150,10 @@ def export_from(entity: Mapping[str, Any], etag: str | None) -> Export:
         segments=list(get_json(entity, "Segments", [])),
         mode=ExportMode(entity.get("Mode") or ExportMode.MIRROR),
         enabled=bool(entity.get("Enabled", True)),
+        source=ExportSource(
+            kind=SourceKind(entity.get("SourceKind") or SourceKind.EMBEDDED),
+            connection_id=_opt(entity, "SourceConnectionId"),
+        ),
         list_name=entity.get("ListName") or "{segment}",
         audit=_audit(entity),
         etag=etag,
@@ -162,7 +174,13 @@ def segment_result_to_json(result: SegmentResult) -> dict[str, Any]:
 def segment_result_from_json(data: Mapping[str, Any]) -> SegmentResult:
     values = dict(data)
     progress = values.pop("progress", None) or {}
+    source = values.pop("source", None)
     return SegmentResult(
+        source=SourceRead(
+            **{k: v for k, v in source.items() if k in SourceRead.__dataclass_fields__}
+        )
+        if isinstance(source, Mapping)
+        else None,
         **{k: v for k, v in values.items() if k in SegmentResult.__dataclass_fields__},
         progress=SegmentProgress(
             **{k: v for k, v in progress.items() if k in SegmentProgress.__dataclass_fields__}
