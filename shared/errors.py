@@ -54,6 +54,10 @@ class FatalSalesError(SalesError):
     """Retrying will not help (bad credentials, missing privileges, bad request)."""
 
 
+class SourceReadError(FatalSalesError):
+    """Reading a segment source failed for a reason a person must fix; the message says what."""
+
+
 class AuthenticationError(FatalSalesError):
     """Entra ID refused the app identity, or Dataverse refused its token."""
 

@@ -55,7 +55,7 @@ def create_api(
     store_factory: StoreFactory | None = None,
     resolver_factory: Callable[[Settings], IdentityResolver] | None = None,
 ) -> FastAPI:
-    from shared.api.routes import connections, customers, exports, runs, segments
+    from shared.api.routes import connections, customers, exports, runs, segments, sources
 
     api = FastAPI(
         title="Segment Export for Dynamics 365 Sales",
@@ -89,7 +89,7 @@ def create_api(
             raise ApiProblem(503, CONFIGURATION_DETAIL, kind="configuration") from None
         return HealthOut(status="ok")
 
-    for module in (connections, exports, runs, segments, customers):
+    for module in (connections, exports, runs, segments, customers, sources):
         api.include_router(module.router)
 
     def document() -> dict[str, Any]:

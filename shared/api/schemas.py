@@ -24,14 +24,17 @@ from shared.listname import LIST_NAME_MAX, template_fields
 from shared.models import (
     Audit,
     Connection,
+    ContactIdSource,
     Credential,
     CredentialKind,
     Export,
     ExportMode,
+    ExportSource,
     Schedule,
     ScheduleKind,
     SignIn,
     SignInStatus,
+    SourceKind,
     UsableBy,
 )
 from shared.secrets_rule import secret_setting_problem
@@ -155,7 +158,14 @@ class ConnectionIn(InputModel):
     )
     credential: CredentialIn
     contact_id_field: ColumnName = Field(
-        description="customer column that holds the Dynamics 365 contact ID"
+        description="customer column that holds the Dynamics 365 contact ID (a Customer "
+        "Insights source: the unified profile's column)"
+    )
+    contact_id_source: ContactIdSource = Field(
+        default=ContactIdSource.COLUMN,
+        description="how a Customer Insights source finds contact IDs: 'column' (the profile "
+        "column named by contactIdField) or 'alternate-key' (msdynci_alternatekeys, entity "
+        "contact)",
     )
 
 
@@ -176,6 +186,7 @@ class ConnectionPatch(InputModel):
     server_address: str | None = None
     credential: CredentialPatch | None = None
     contact_id_field: str | None = None
+    contact_id_source: str | None = None
 
 
 class CredentialOut(OutputModel):
@@ -210,6 +221,7 @@ class ConnectionOut(AuditOut):
     server_address: str
     credential: CredentialOut
     contact_id_field: str
+    contact_id_source: ContactIdSource = ContactIdSource.COLUMN
     sign_in: SignInOut | None = Field(
         default=None,
         description="delegated connections only: null until someone signs in",
@@ -294,6 +306,7 @@ def connection_input_dict(connection: Connection) -> dict[str, Any]:
         "serverAddress": connection.server_address,
         "credential": cred,
         "contactIdField": connection.contact_id_field,
+        "contactIdSource": connection.contact_id_source.value,
     }
 
 
@@ -330,6 +343,7 @@ def connection_out(connection: Connection, signin: SignIn | None = None) -> Conn
         ),
         contact_id_field=connection.contact_id_field,
         sign_in=sign_in,
+        contact_id_source=connection.contact_id_source,
         **_audit(connection.audit),
     )
 
@@ -402,10 +416,29 @@ def schedule_input_dict(schedule: Schedule) -> dict[str, Any]:
     return {"kind": schedule.kind.value}
 
 
+class ExportSourceIn(InputModel):
+    kind: SourceKind = Field(
+        default=SourceKind.EMBEDDED,
+        description="'embedded' (segments and customers uploaded here) or 'customer-insights' "
+        "(CI-D's tables in Dataverse, read at the start of every run)",
+    )
+    connection_id: ResourceId | None = Field(
+        default=None,
+        description="customer-insights only: read CI-D through this connection instead of the "
+        "export's own (when CI-D shares data with another environment)",
+    )
+
+
+class ExportSourceOut(OutputModel):
+    kind: SourceKind
+    connection_id: str | None = None
+
+
 class ExportIn(InputModel):
     display_name: DisplayName
     connection_id: ResourceId
     segments: Annotated[list[SegmentName], Field(min_length=1, max_length=MAX_SEGMENTS)]
+    source: ExportSourceIn = Field(default_factory=ExportSourceIn)
     mode: ExportMode = ExportMode.MIRROR
     enabled: bool = True
     list_name: ListNameTemplate = Field(
@@ -426,6 +459,7 @@ class ExportPatch(InputModel):
     display_name: str | None = None
     connection_id: str | None = None
     segments: list[Any] | None = None
+    source: dict[str, Any] | None = None
     mode: str | None = None
     enabled: bool | None = None
     list_name: str | None = None
@@ -438,6 +472,7 @@ class ExportOut(AuditOut):
     connection_id: str | None
     detached: bool
     segments: list[str]
+    source: ExportSourceOut
     mode: ExportMode
     enabled: bool
     list_name: str
@@ -452,11 +487,23 @@ class ExportList(OutputModel):
     items: list[ExportOut]
 
 
+def export_source_dict(source: ExportSource) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": source.kind.value}
+    if source.connection_id is not None:
+        out["connectionId"] = source.connection_id
+    return out
+
+
+def export_source_from(body: ExportSourceIn) -> ExportSource:
+    return ExportSource(kind=body.kind, connection_id=body.connection_id)
+
+
 def export_input_dict(export: Export) -> dict[str, Any]:
     return {
         "displayName": export.display_name,
         "connectionId": export.connection_id,
         "segments": list(export.segments),
+        "source": export_source_dict(export.source),
         "mode": export.mode.value,
         "enabled": export.enabled,
         "listName": export.list_name,
@@ -471,6 +518,7 @@ def export_out(export: Export, *, can_edit: bool) -> ExportOut:
         connection_id=export.connection_id,
         detached=export.detached,
         segments=list(export.segments),
+        source=ExportSourceOut(kind=export.source.kind, connection_id=export.source.connection_id),
         mode=export.mode,
         enabled=export.enabled,
         list_name=export.list_name,
@@ -489,6 +537,18 @@ class SegmentProgressOut(OutputModel):
     total: int
 
 
+class SourceReadOut(OutputModel):
+    kind: str = Field(description="embedded or customer-insights")
+    member_rows: int = Field(default=0, description="membership rows read")
+    lookup_rows: int = Field(default=0, description="customer/profile/key rows read")
+    watermark: str | None = Field(
+        default=None,
+        description="newest change seen (CI-D: max modifiedon of the membership rows; "
+        "embedded: when the segment was uploaded)",
+    )
+    requests: int = 0
+
+
 class SegmentResultOut(OutputModel):
     segment: str
     list_id: str | None = None
@@ -504,6 +564,9 @@ class SegmentResultOut(OutputModel):
     complete: bool = False
     error: str | None = None
     progress: SegmentProgressOut
+    source: SourceReadOut | None = Field(
+        default=None, description="what this segment's members were read from"
+    )
 
 
 class RunOut(OutputModel):
@@ -575,6 +638,17 @@ class SegmentDetail(SegmentInfoOut):
 
 class SegmentList(OutputModel):
     items: list[SegmentInfoOut]
+
+
+class SourceSegmentOut(OutputModel):
+    name: str
+    members: int
+
+
+class SourceSegmentList(OutputModel):
+    kind: SourceKind
+    connection_id: str | None = None
+    items: list[SourceSegmentOut]
 
 
 def segment_info_out(info: Any) -> SegmentInfoOut:

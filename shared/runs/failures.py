@@ -14,6 +14,7 @@ from shared.errors import (
     FatalSalesError,
     SalesError,
     SessionEndedError,
+    SourceReadError,
     StoreError,
     StoreUnavailableError,
     TransientSalesError,
@@ -55,6 +56,8 @@ def describe(exc: BaseException, connection: Connection | None) -> str:
     if isinstance(exc, SalesError) and _unreachable(exc):
         host = _host(connection)
         return f"could not reach {host}: check the connection's server address"
+    if isinstance(exc, SourceReadError):  # already says what to fix
+        return _short(str(exc))
     if isinstance(exc, FatalSalesError):
         return _short(f"Sales refused the request: {exc}")
     if isinstance(exc, TransientSalesError):

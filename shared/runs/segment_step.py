@@ -1,15 +1,16 @@
-"""One segment's sync step inside a slice: read the segment's members, call the Sales sync
-with the slice's budget and stop conditions, record progress and the segment's list."""
+"""One segment's sync step inside a slice: read the segment's members from the export's source
+(shared/sources), call the Sales sync with the slice's budget and stop conditions, record
+progress, what was read, and the segment's list."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from shared.errors import AuthenticationError, FatalSalesError, NotFoundError
+from shared.errors import AuthenticationError, FatalSalesError
 from shared.listname import ListNameError, render_list_name
-from shared.models import Connection, Export, SegmentListState, SegmentResult
+from shared.models import Connection, Export, SegmentListState, SegmentResult, SourceRead
 from shared.runs.budget import SliceBudget, slice_budget
 from shared.runs.failures import describe
 from shared.runs.progress import RunWriter
@@ -19,6 +20,7 @@ from shared.store.protocols import StoreApi
 
 if TYPE_CHECKING:
     from shared.sales.client import SalesClient
+    from shared.sources import SegmentSource
 
 
 def left_behind_note(export: Export, states: dict[str, SegmentListState]) -> str | None:
@@ -45,24 +47,26 @@ class SegmentStep:
     def run(
         self,
         client: SalesClient,
+        source: SegmentSource,
         export: Export,
         index: int,
         states: dict[str, SegmentListState],
         deadline: float,
     ) -> None:
         from shared.sales import SegmentSyncRequest, sync_segment
+        from shared.sources import SegmentNotInSource, customer_rows
 
         run = self.writer.run
         base = replace(run.segments[index], left_out=dict(run.segments[index].left_out))
         name = base.segment
         try:
-            members = self.store.segments.members(name)
-        except NotFoundError:
-            self._set_segment(
-                index, replace(base, error=f"segment {name!r} does not exist in the segment source")
-            )
+            members = source.members(name)  # read fresh by every slice of every run
+        except SegmentNotInSource as exc:
+            failed = replace(base, error=str(exc), source=SourceRead(kind=source.kind))
+            self._set_segment(index, failed)
             self.writer.save()
             return
+        base = replace(base, source=source.describe())
         try:
             list_name = render_list_name(export.list_name, segment=name, export=export.display_name)
         except ListNameError as exc:
@@ -103,8 +107,8 @@ class SegmentStep:
         request = SegmentSyncRequest(
             segment=name,
             customer_ids=members,
-            lookup_customers=self._customer_lookup(members),
-            contact_id_field=self.connection.contact_id_field,
+            lookup_customers=customer_rows(source),
+            contact_id_field=source.contact_field,
             list_name=list_name,
             mode=export.mode,
             owner=export.id,
@@ -136,17 +140,10 @@ class SegmentStep:
             return
         self.check_lease()
         remember_list(outcome.result)
-        merged = merge_segment(base, outcome.result)
+        merged = replace(merge_segment(base, outcome.result), source=source.describe())
         self.store.rejections.replace_segment(export.id, run.id, name, outcome.rejections)
         self._set_segment(index, merged)
         self.writer.save()
-
-    def _customer_lookup(
-        self, members: Sequence[str]
-    ) -> Callable[[Sequence[str]], Mapping[str, Mapping[str, object]]]:
-        """One read of the segment's customer rows (only the contact-ID column), answered from
-        memory per batch."""
-        return self.store.customers.prefetch(members, columns=[self.connection.contact_id_field])
 
     def _set_segment(self, index: int, result: SegmentResult) -> None:
         self.writer.run.segments[index] = result

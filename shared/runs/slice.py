@@ -24,6 +24,7 @@ from shared.store.protocols import StoreApi
 
 if TYPE_CHECKING:
     from shared.sales.client import SalesClient
+    from shared.sources import SegmentSource
     from shared.store.leases import Lease
 
 log = logging.getLogger("shared.runs.worker")
@@ -165,7 +166,10 @@ class Slice:
             should_stop=self._should_stop,
         )
 
-        with self._open_client(self.connection) as client:
+        with (
+            self._open_client(self.connection) as client,
+            self._open_source(export, client) as source,
+        ):
             first = True
             for index in range(len(self.writer.run.segments)):
                 if not is_pending(self.writer.run.segments[index]):
@@ -173,7 +177,7 @@ class Slice:
                 if self._should_stop() or (not first and time.monotonic() >= deadline):
                     break
                 first = False  # the first pending segment always starts: every slice progresses
-                step.run(client, export, index, states, deadline)
+                step.run(client, source, export, index, states, deadline)
                 if is_pending(self.writer.run.segments[index]):
                     break  # budget or cancel stopped it mid-segment
         self._check_lease()
@@ -223,6 +227,21 @@ class Slice:
     def _check_lease(self) -> None:
         if self.heartbeat is not None and self.heartbeat.lost:
             raise LeaseLost()
+
+    def _open_source(
+        self, export: Export, client: SalesClient
+    ) -> AbstractContextManager[SegmentSource]:
+        """The export's segment source (embedded or Customer Insights), see shared/sources."""
+        from shared.sources import open_source
+
+        return open_source(
+            self.store,
+            self.settings,
+            export,
+            self.connection,
+            client=client,
+            open_client=self.open_client,
+        )
 
     def _open_client(self, connection: Connection) -> AbstractContextManager[SalesClient]:
         opener = self.open_client

@@ -13,11 +13,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.errors import FatalSalesError, SegmentExportError
+from shared.errors import SegmentExportError, SourceReadError
 from shared.models import SourceKind, SourceRead
 
 EMBEDDED = SourceKind.EMBEDDED.value
 CUSTOMER_INSIGHTS = SourceKind.CUSTOMER_INSIGHTS.value
+__all__ = ["SourceRead", "SourceReadError"]  # re-exported for the package's users
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +36,6 @@ class SegmentNotInSource(SegmentExportError):
         detail = f"segment {segment!r} does not exist in the {kind} source"
         super().__init__(detail + (f" ({hint})" if hint else ""))
         self.segment = segment
-
-
-class SourceReadError(FatalSalesError):
-    """Reading the source failed for a reason a person must fix; the message says what."""
 
 
 class SegmentSource(Protocol):

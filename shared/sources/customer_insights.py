@@ -86,29 +86,25 @@ def segment_names(text: object) -> list[str] | None:
 
 
 def explain(exc: SalesError, table: str) -> SourceReadError:
-    """A source read failure in words that say what to fix."""
+    """A source read failure in words that say what to fix (the fix first: run errors are
+    shortened)."""
     status = exc.status
     if status == 403:
         fix = (
-            f"the identity may not read {table}: give its application user the Customer Insights "
-            "- Data Viewer role (or a security role with Read on msdynci_segmentmembership, "
-            "msdynci_customerprofile and msdynci_alternatekey)"
+            f"the identity may not read {table}: give its application user the Customer "
+            "Insights - Data Viewer role (Read on the msdynci_ tables)"
         )
     elif status == 404:
         fix = (
-            f"{table} was not found in this environment: turn on Settings > Data sharing in "
-            "Customer Insights - Data (it writes these tables into Dataverse), or point the "
-            "export's source at the connection of the environment CI-D shares with"
+            f"{table} not found: turn on Data sharing in Customer Insights - Data, or read "
+            "through the connection of the environment it shares data with"
         )
     elif status == 400 and "property" in str(exc).lower():
-        fix = (
-            f"a column asked of {table} does not exist: check the connection's contact-ID "
-            "field against the unified profile's columns"
-        )
+        fix = f"a column asked of {table} does not exist: check the connection's contact-ID field"
     else:
-        fix = f"reading {table} failed"
+        fix = f"reading {table} failed: {exc}"
     return SourceReadError(
-        f"Customer Insights source: {fix} ({exc})",
+        f"Customer Insights source: {fix} (HTTP {status}, code {exc.code})",
         status=status,
         code=exc.code,
         request_id=exc.request_id,
@@ -252,10 +248,12 @@ class CustomerInsightsSource:
             raise
         for response in responses:
             if response.status >= 400:
-                exc = error_for(response.status, response.headers, response.body, f"read {table}")
+                failed = error_for(
+                    response.status, response.headers, response.body, f"read {table}"
+                )
                 if response.status in (400, 403, 404):
-                    raise explain(exc, table) from exc
-                raise exc
+                    raise explain(failed, table) from failed
+                raise failed
             data = response.json()
             if not isinstance(data, dict):
                 raise FatalSalesError(f"read {table}: unexpected response shape")

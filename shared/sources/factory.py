@@ -35,7 +35,7 @@ def open_source(
     store: Any,
     settings: Settings,
     export: Export,
-    connection: Connection,
+    connection: Connection | None,
     *,
     client: Any = None,
     open_client: ClientOpener | None = None,
@@ -44,8 +44,10 @@ def open_source(
     reads the same connection); another connection gets its own client, which shares the
     throttling gate when environment and identity are the same (see sales/factory.py)."""
     if export.source.kind is SourceKind.EMBEDDED:
-        yield EmbeddedSource(store, connection.contact_id_field)
+        yield EmbeddedSource(store, connection.contact_id_field if connection else "")
         return
+    if connection is None:
+        raise SourceReadError("a Customer Insights source needs a connection to read through")
     reading = source_connection(store, export.source, connection)
     if client is not None and reading.id == connection.id:
         yield _ci_source(client, reading, settings)

@@ -70,6 +70,7 @@ def _build(body: ConnectionIn, settings: Settings, *, id: str, audit: Audit) -> 
         server_address=check_address(body.server_address, settings),
         credential=credential_from_input(body.credential),
         contact_id_field=body.contact_id_field,
+        contact_id_source=body.contact_id_source,
         usable_by=body.usable_by,
         type=body.type,
         audit=audit,

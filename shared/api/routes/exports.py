@@ -19,7 +19,7 @@ from shared.api.common import (
     utc_now_iso,
     validate_document,
 )
-from shared.api.deps import any_role, contributor, get_store
+from shared.api.deps import any_role, contributor, get_settings, get_store
 from shared.api.identity import Caller
 from shared.api.problems import ApiProblem
 from shared.api.schemas import (
@@ -31,11 +31,14 @@ from shared.api.schemas import (
     ResourceId,
     export_input_dict,
     export_out,
+    export_source_from,
     schedule_from_input,
 )
+from shared.api.sources import load_connection, reading_connection_id, source_errors
 from shared.errors import NotFoundError, PreconditionFailedError
 from shared.listname import ListNameError, render_list_name
-from shared.models import Audit, Connection, Export, Role, UsableBy
+from shared.models import Audit, Connection, Export, Role, SourceKind, UsableBy
+from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.api")
@@ -97,9 +100,15 @@ def require_manage(caller: Caller, export: Export, store: StoreApi) -> None:
 
 
 def check_references(
-    body: ExportIn, caller: Caller, store: StoreApi, *, connection_changed: bool
+    body: ExportIn,
+    caller: Caller,
+    store: StoreApi,
+    *,
+    connection_changed: bool,
+    settings: Settings | None = None,
 ) -> None:
-    """Connection usable, segments exist and are distinct, list names fit. 422 naming the field."""
+    """Connection usable, segments exist in the export's source and are distinct, list names
+    fit. 422 naming the field. A Customer Insights source is asked (a few small reads)."""
     errors: list[dict[str, str]] = []
     if body.connection_id is not None and connection_changed:
         try:
@@ -108,14 +117,30 @@ def check_references(
             connection = None
         if not may_use(caller, connection):
             errors.append({"field": "connectionId", "message": "no such connection usable by you"})
-    known = {info.name for info in store.segments.list()}
     seen: set[str] = set()
     for index, name in enumerate(body.segments):
         if name in seen:
             errors.append({"field": f"segments[{index}]", "message": "duplicate segment"})
-        elif name not in known:
-            errors.append({"field": f"segments[{index}]", "message": "no such segment"})
         seen.add(name)
+    source = export_source_from(body.source)
+    reader = None
+    if source.kind is SourceKind.CUSTOMER_INSIGHTS and source.connection_id is not None:
+        reader = load_connection(store, source.connection_id)
+        if not may_use(caller, reader):
+            errors.append(
+                {"field": "source.connectionId", "message": "no such connection usable by you"}
+            )
+    elif source.kind is SourceKind.EMBEDDED and source.connection_id is not None:
+        errors.append(
+            {
+                "field": "source.connectionId",
+                "message": "only a customer-insights source reads through a connection",
+            }
+        )
+    elif source.kind is SourceKind.CUSTOMER_INSIGHTS:
+        reader = load_connection(store, reading_connection_id(source, body.connection_id))
+    if not errors and settings is not None:
+        errors.extend(source_errors(store, settings, source, reader, body.segments))
     errors.extend(_list_name_errors(body.list_name, body.display_name, body.segments))
     if errors:
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
@@ -215,6 +240,7 @@ def _build(body: ExportIn, *, id: str, audit: Audit) -> Export:
         display_name=body.display_name,
         connection_id=body.connection_id,
         segments=list(body.segments),
+        source=export_source_from(body.source),
         mode=body.mode,
         enabled=body.enabled,
         list_name=body.list_name,
@@ -255,8 +281,9 @@ def create_export(
     response: Response,
     caller: Annotated[Caller, Depends(contributor)],
     store: Annotated[StoreApi, Depends(get_store)],
+    settings: Annotated[Settings, Depends(get_settings)],
 ) -> ExportOut:
-    check_references(body, caller, store, connection_changed=True)
+    check_references(body, caller, store, connection_changed=True, settings=settings)
     check_list_ownership(body, None, store)
     now = utc_now_iso()
     export = _build(body, id=uuid.uuid4().hex, audit=Audit(caller.name, now, caller.name, now))
@@ -293,6 +320,7 @@ def patch_export(
     response: Response,
     caller: Annotated[Caller, Depends(contributor)],
     store: Annotated[StoreApi, Depends(get_store)],
+    settings: Annotated[Settings, Depends(get_settings)],
     if_match: IfMatch = None,
 ) -> ExportOut:
     changes = patch.model_dump(by_alias=True, exclude_unset=True)
@@ -309,11 +337,16 @@ def patch_export(
         require_manage(caller, current, store)
         check_if_match(if_match, current.etag)
         merged = merge_patch(export_input_dict(current), changes)
-        if isinstance(changes.get("schedule"), dict):
-            merged["schedule"] = changes["schedule"]  # a schedule is replaced as a whole
+        for whole in ("schedule", "source"):  # replaced as a whole, not merged
+            if isinstance(changes.get(whole), dict):
+                merged[whole] = changes[whole]
         body = validate_document(ExportMerged, merged)
         check_references(
-            body, caller, store, connection_changed=body.connection_id != current.connection_id
+            body,
+            caller,
+            store,
+            connection_changed=body.connection_id != current.connection_id,
+            settings=settings,
         )
         check_list_ownership(body, current.id, store)
         audit = Audit(
