@@ -204,17 +204,6 @@ class CustomerRepository:
             return self._point_reads(wanted, select)
         return self._bucket_scans(wanted, select)
 
-    def get_each(
-        self, ids: Iterable[str], columns: Sequence[str] | None = None
-    ) -> dict[str, dict[str, Any]]:
-        """Like get_many, but always one point read per id (in parallel), never a bucket scan:
-        the cost follows the ids asked for, not the table's size (the embedded source's lookup)."""
-        wanted = {i for i in ids if try_encode_key(i) is not None}
-        if not wanted:
-            return {}
-        select = None if columns is None else sorted({ID_COLUMN, *columns})
-        return self._point_reads(wanted, select)
-
     def prefetch(
         self, ids: Iterable[str], columns: Sequence[str] | None = None
     ) -> Callable[[Sequence[str]], dict[str, dict[str, Any]]]:
