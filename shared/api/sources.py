@@ -88,3 +88,25 @@ def load_connection(store: Any, connection_id: str | None) -> Connection | None:
     except (NotFoundError, ValueError):
         return None
     return connection
+
+
+def ci_readers(store: Any, connection_id: str) -> list[Export]:
+    """The Customer Insights exports that read CI-D through this connection."""
+    return [
+        e
+        for e in store.exports.list()
+        if e.source.kind is SourceKind.CUSTOMER_INSIGHTS
+        and reading_connection_id(e.source, e.connection_id) == connection_id
+    ]
+
+
+def mapping_check(store: Any, settings: Settings, connection: Connection) -> tuple[bool, str]:
+    """The connection test's Customer Insights check: (ok, detail)."""
+    try:
+        with opened(store, settings, ExportSource(SourceKind.CUSTOMER_INSIGHTS), connection) as ci:
+            assert isinstance(ci, CustomerInsightsSource)
+            return True, ci.check_contact_ids()
+    except ApiProblem as exc:
+        return False, exc.detail
+    except SegmentExportError as exc:
+        return False, str(exc)

@@ -24,6 +24,7 @@ CONTRACT = {
     "/api/segments/{name}": {"get", "put", "delete"},
     "/api/customers": {"post"},
     "/api/customers/{customer_id}": {"get"},
+    "/api/sources/{kind}/segments": {"get"},
     "/api/health": {"get"},
 }
 

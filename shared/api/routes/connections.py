@@ -39,7 +39,7 @@ from shared.api.schemas import (
     credential_from_input,
 )
 from shared.errors import PreconditionFailedError
-from shared.models import Audit, Connection, CredentialKind, SignIn, UsableBy
+from shared.models import Audit, Connection, ContactIdSource, CredentialKind, SignIn, UsableBy
 from shared.secrets_rule import secret_setting_problem
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
@@ -171,6 +171,7 @@ def patch_connection(
             current.audit.created_by, current.audit.created_at, caller.name, utc_now_iso()
         )
         updated = _build(body, settings, id=current.id, audit=audit)
+        _check_ci_mapping(store, settings, current, updated)
         try:
             saved = store.connections.update(updated, if_match=current.etag)
         except PreconditionFailedError:
@@ -242,12 +243,36 @@ def test_connection(
                 name="probe", ok=False, detail=f"the test could not run ({type(exc).__name__})"
             )
         ]
+    from shared.api.sources import ci_readers, mapping_check
+
+    if connection.contact_id_source is ContactIdSource.ALTERNATE_KEY or ci_readers(
+        store, connection.id
+    ):
+        ok, detail = mapping_check(store, settings, connection)
+        checks.append(ProbeCheckOut(name="customer-insights", ok=ok, detail=detail))
     secret = _secret_value(connection, settings)
     if secret:  # defence in depth: no detail may carry the secret, whatever a lower layer said
         checks = [
             c.model_copy(update={"detail": c.detail.replace(secret, "[redacted]")}) for c in checks
         ]
     return ConnectionTestOut(ok=bool(checks) and all(c.ok for c in checks), checks=checks)
+
+
+def _check_ci_mapping(
+    store: StoreApi, settings: Settings, current: Connection, updated: Connection
+) -> None:
+    """A changed contact-ID mapping of a connection that Customer Insights exports read through
+    must work on CI-D (the profile column exists / the key table is readable): else 422."""
+    from shared.api.sources import ci_readers, mapping_check
+
+    if (current.contact_id_field, current.contact_id_source) == (
+        updated.contact_id_field,
+        updated.contact_id_source,
+    ) or not ci_readers(store, current.id):
+        return
+    ok, detail = mapping_check(store, settings, updated)
+    if not ok:
+        raise field_error(422, "contactIdField", detail)
 
 
 def _secret_value(connection: Connection, settings: Settings) -> str | None:
