@@ -4,8 +4,10 @@ Starts Azurite and the local Dataverse emulator (with contacts, some inactive), 
 API (uvicorn, as `func start` would) and a queue worker (the same handler as the queue trigger),
 loads a sample customer table and segments through the API, creates a connection and an export,
 runs it on demand showing progress, prints a per-segment summary, runs it again (no-change
-refresh), changes a segment and runs once more (5 % churn: adds and removes), then stops
-everything it started. Only loopback addresses are used.
+refresh), changes a segment and runs once more (5 % churn: adds and removes). Then the Customer
+Insights path: two segments read live from CI-D's tables (played by the emulator) are exported;
+membership changes in "CI-D"; the scheduled-refresh timer function, called as the Functions host
+would, carries exactly that change into Sales. Stops everything it started. Loopback only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -20,10 +23,13 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from devtools.azurite import free_port, start_azurite, wait_for_port
+from emulator.cid import CidConfig, CidTables
+from emulator.data import is_inactive
 from scripts import sample_data
 from segexp.__main__ import follow
 from segexp.client import ApiClient
@@ -35,6 +41,9 @@ SEED = 7
 CONTACTS = 6000
 CUSTOMERS = 5000
 SECRET_SETTING = "SEGEXP_SECRET_DEMO"
+CID_SEGMENTS = {"High_value": 900, "Lapsed_buyers": 600}  # CI-D output table names and sizes
+CID_COLUMN = "msdynci_dataverse_contact_contactid"
+REFRESH_EVERY = 5  # seconds: the demo's REFRESH_SCHEDULE, so the next due time comes soon
 
 
 def say(text: str = "") -> None:
@@ -77,6 +86,12 @@ def emulator(workdir: Path) -> Iterator[dict[str, str]]:
         "0.05",
         "--seed",
         str(SEED),
+        "--cid-customers",
+        str(CUSTOMERS),
+        "--cid-segments",
+        ",".join(f"{name}:{size}" for name, size in CID_SEGMENTS.items()),
+        "--cid-no-contact-fraction",
+        "0.03",
     ]
     proc = subprocess.Popen(
         cmd,
@@ -115,6 +130,107 @@ def left_out_total(run: dict) -> int:
     return sum(sum((s.get("leftOut") or {}).values()) for s in run["segments"])
 
 
+def emulator_control(emu: dict[str, str], method: str, path: str, body: object = None) -> Any:
+    with httpx.Client(verify=ssl.create_default_context(cafile=emu["ca_file"]), timeout=30) as http:
+        response = http.request(method, f"{emu['base_url']}/_emulator/{path}", json=body)
+        response.raise_for_status()
+        return response.json()
+
+
+def call_refresh_timer(env: dict[str, str]) -> None:
+    """What the Functions host does at a REFRESH_SCHEDULE due time: call scheduled_refresh."""
+    os.environ.update(env)  # the host gives the function the app settings as its environment
+    from azure.functions.timer import TimerRequest
+
+    import function_app
+
+    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    now = time.time()
+    time.sleep(REFRESH_EVERY - now % REFRESH_EVERY + 0.2)  # the next due time
+    functions["scheduled_refresh"].get_user_function()(TimerRequest(past_due=False))
+
+
+def customer_insights_path(
+    api: ApiClient, emu: dict[str, str], env: dict[str, str], sales: dict[str, Any]
+) -> bool:
+    step("Customer Insights - Data: a connection whose contact IDs come from the unified profile")
+    connection = api.create_connection(
+        {
+            "displayName": "Contoso Sales + CI-D (local emulator)",
+            "type": "dynamics365-sales",
+            "usableBy": "administrators-and-contributors",
+            "serverAddress": emu["base_url"],
+            "credential": dict(sales["credential"]),
+            "contactIdField": CID_COLUMN,
+            "contactIdSource": "column",
+        }
+    )
+    offered = api.source_segments("customer-insights", connection["id"])
+    say("   segments CI-D offers (msdynci_segmentmemberships):")
+    for item in offered:
+        say(f"     {item['name']:<16} {item['members']:>6,} members")
+
+    step("Data > Exports > Add destination, source Customer Insights (read at every run)")
+    export = api.create_export(
+        {
+            "displayName": "CI-D promo",
+            "connectionId": connection["id"],
+            "source": {"kind": "customer-insights"},
+            "segments": list(CID_SEGMENTS),
+            "mode": "mirror",
+            "enabled": True,
+            "listName": "CI-D: {segment}",
+        }
+    )
+    say(f"   export {export['id']} reads {', '.join(export['segments'])} from CI-D")
+    run = api.start_run(export["id"])
+    first = follow(api, export["id"], run["id"], interval=0.5)
+    say(run_summary(first))
+
+    step("In CI-D: 6 customers join High_value, 4 leave it (its next refresh writes Dataverse)")
+    members = emulator_control(emu, "GET", "cid/segments")["value"]
+    size = members["High_value"]
+    # customers with a contact id whose contact is active: each join/leave changes the list
+    cid = CidTables(CidConfig(customers=CUSTOMERS, no_contact_fraction=0.03), SEED)
+
+    def exportable(i: int) -> bool:
+        return cid.has_contact(i) and not is_inactive(i, SEED, 0.05)
+
+    joining = [i for i in range(4000, CUSTOMERS) if exportable(i)][:6]  # in no segment yet
+    leaving = [i for i in range(10, 100) if exportable(i)][:4]  # High_value is customers 0..899
+    emulator_control(emu, "POST", "cid/segments/High_value/join", {"customers": joining})
+    emulator_control(emu, "POST", "cid/segments/High_value/leave", {"customers": leaving})
+    say(f"   High_value: {size:,} -> {size + len(joining) - len(leaving):,} members")
+
+    step(f"Scheduled refresh: the host calls scheduled_refresh (every {REFRESH_EVERY} s here)")
+    call_refresh_timer(env)
+    runs = api.runs(export["id"])
+    refreshed = follow(api, export["id"], runs[0]["id"], interval=0.5)
+    say(run_summary(refreshed))
+    [high] = [s for s in refreshed["segments"] if s["segment"] == "High_value"]
+    [lapsed] = [s for s in refreshed["segments"] if s["segment"] == "Lapsed_buyers"]
+    say(
+        f"   carried into Sales: High_value +{high['added']} -{high['removed']} (CI-D changed "
+        f"+{len(joining)} -{len(leaving)}), Lapsed_buyers +{lapsed['added']} -{lapsed['removed']}"
+    )
+    exact = (high["added"], high["removed"], lapsed["added"], lapsed["removed"]) == (
+        len(joining),
+        len(leaving),
+        0,
+        0,
+    )
+
+    step("Which data did each run use? (source and watermark per run)")
+    for r in api.runs(export["id"]):
+        marks = ", ".join(
+            f"{s['segment']} {s['source']['kind']} @ {s['source']['watermark']}"
+            for s in r["segments"]
+            if s.get("source")
+        )
+        say(f"   {r['id']} {r['trigger']:10} {r['status']:20} {marks}")
+    return exact and first["status"] == "succeeded" and refreshed["status"] == "succeeded"
+
+
 def main() -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="segexp-demo-"))
@@ -142,6 +258,7 @@ def main() -> int:
             SECRET_SETTING: emu["client_secret"],
             "TABLE_PREFIX": "demo",
             "PYTHONUNBUFFERED": "1",
+            "REFRESH_SCHEDULE": f"*/{REFRESH_EVERY} * * * * *",
         }
         for marker in AZURE_HOST_MARKERS:  # the demo runs on loopback, never in Azure
             env.pop(marker, None)
@@ -254,6 +371,7 @@ def main() -> int:
         ok = all(
             r["status"] in ("succeeded", "partially-succeeded") for r in (first, second, third)
         )
+        ok = customer_insights_path(api, emu, env, connection) and ok
         step(f"Done in {time.monotonic() - started:.0f} s; stopping everything the demo started")
     return 0 if ok else 1
 

@@ -85,6 +85,11 @@ class ApiClient:
     def segments(self) -> list[dict[str, Any]]:
         return self._call("GET", "/api/segments").json()["items"]
 
+    def source_segments(self, kind: str, connection_id: str | None = None) -> list[dict[str, Any]]:
+        """The segments a source offers (name, members)."""
+        params = {"connectionId": connection_id} if connection_id else {}
+        return self._call("GET", f"/api/sources/{kind}/segments", params=params).json()["items"]
+
     # --- configuration ---------------------------------------------------------------------
 
     def create_connection(self, body: dict[str, Any]) -> dict[str, Any]:

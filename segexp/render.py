@@ -47,6 +47,12 @@ def run_summary(run: dict[str, Any]) -> str:
             f"added {seg['added']:>7,}   removed {seg['removed']:>7,}   failed {seg['failed']:>5,}"
             + (f"   ({', '.join(flags)})" if flags else "")
         )
+        source = seg.get("source")
+        if source:
+            lines.append(
+                f"    read from {source['kind']}: {source.get('memberRows', 0):,} membership rows, "
+                f"{source.get('lookupRows', 0):,} lookup rows, watermark {source.get('watermark')}"
+            )
         left = seg.get("leftOut") or {}
         if left:
             total = sum(left.values())

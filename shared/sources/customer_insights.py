@@ -21,6 +21,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 from shared.errors import FatalSalesError, SalesError
@@ -45,7 +46,9 @@ SEGMENTS = "msdynci_segments"
 ALTERNATE_VALUE = "msdynci_alternatevalue"
 PAGE_SIZE = 5000  # the documented maximum page size
 IDS_PER_QUERY = 500  # customer ids per In filter (also bounded by URL length below)
-QUERIES_PER_BATCH = 20  # In queries per $batch (Dataverse allows 1,000 operations)
+QUERIES_PER_BATCH = 2  # In queries per $batch (Dataverse allows 1,000 operations)
+# A $batch runs its parts one after another on the server, so a lookup sends several small
+# batches at once (up to the client's parallelism) rather than one long one.
 
 _MISSING_SEGMENT_HINT = (
     "no row of msdynci_segmentmemberships names it: it was deleted or renamed in Customer "
@@ -177,12 +180,17 @@ class CustomerInsightsSource:
         rows_read = 0
         requests = 0
         groups = list(self._groups(wanted))
-        for start in range(0, len(groups), QUERIES_PER_BATCH):
-            parts = [self._lookup_part(g) for g in groups[start : start + QUERIES_PER_BATCH]]
-            requests += 1
-            for rows in self._batch_rows(parts):
-                rows_read += len(rows)
-                self._collect(rows, found)
+        batches = [
+            [self._lookup_part(g) for g in groups[start : start + QUERIES_PER_BATCH]]
+            for start in range(0, len(groups), QUERIES_PER_BATCH)
+        ]
+        workers = max(1, min(len(batches), self._client.max_parallel))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for pages in pool.map(lambda parts: list(self._batch_rows(parts)), batches):
+                requests += 1
+                for rows in pages:
+                    rows_read += len(rows)
+                    self._collect(rows, found)
         previous = self._read
         self._read = SourceRead(
             kind=CUSTOMER_INSIGHTS,
