@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.api.problems import ApiProblem
 from shared.errors import NotFoundError, SegmentExportError, TransientSalesError
 from shared.models import Connection, Export, ExportSource, SourceKind
 from shared.settings import Settings
-from shared.sources import CustomerInsightsSource, SegmentSource, open_source
+
+if TYPE_CHECKING:  # imported lazily: importing the app must not load msal/httpx (sales client)
+    from shared.sources import SegmentSource
 
 Error = dict[str, str]
 
@@ -29,6 +31,8 @@ def opened(
     store: Any, settings: Settings, source: ExportSource, connection: Connection | None
 ) -> Iterator[SegmentSource]:
     """The source for an API call (a Customer Insights source needs ``connection``)."""
+    from shared.sources import open_source
+
     holder = Export(id="api", display_name="api", connection_id=None, segments=[], source=source)
     try:
         with open_source(store, settings, holder, connection) as opened_source:
@@ -58,6 +62,8 @@ def source_errors(
         ]
     if connection is None:
         return [{"field": "source", "message": "customer-insights needs a connection to read"}]
+    from shared.sources import CustomerInsightsSource
+
     errors: list[Error] = []
     try:
         with opened(store, settings, source, connection) as ci:
@@ -102,6 +108,8 @@ def ci_readers(store: Any, connection_id: str) -> list[Export]:
 
 def mapping_check(store: Any, settings: Settings, connection: Connection) -> tuple[bool, str]:
     """The connection test's Customer Insights check: (ok, detail)."""
+    from shared.sources import CustomerInsightsSource
+
     try:
         with opened(store, settings, ExportSource(SourceKind.CUSTOMER_INSIGHTS), connection) as ci:
             assert isinstance(ci, CustomerInsightsSource)

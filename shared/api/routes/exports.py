@@ -139,8 +139,14 @@ def check_references(
         )
     elif source.kind is SourceKind.CUSTOMER_INSIGHTS:
         reader = load_connection(store, reading_connection_id(source, body.connection_id))
-    if not errors and settings is not None:
-        errors.extend(source_errors(store, settings, source, reader, body.segments))
+    # Customer Insights is asked only about an otherwise valid export (no reads for bad input)
+    if settings is not None and (not errors or source.kind is SourceKind.EMBEDDED):
+        flagged = {e["field"] for e in errors}
+        errors.extend(
+            e
+            for e in source_errors(store, settings, source, reader, body.segments)
+            if e["field"] not in flagged
+        )
     errors.extend(_list_name_errors(body.list_name, body.display_name, body.segments))
     if errors:
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])

@@ -20,6 +20,7 @@ from shared.api.schemas import (
     segment_info_out,
 )
 from shared.api.uploads import read_segment_members
+from shared.models import SourceKind
 from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.api")
@@ -147,7 +148,11 @@ def delete_segment(
     store: Annotated[StoreApi, Depends(get_store)],
 ) -> Response:
     store.segments.get(name)  # 404 for an unknown segment
-    users = [e for e in store.exports.list() if name in e.segments]
+    users = [
+        e
+        for e in store.exports.list()
+        if name in e.segments and e.source.kind is SourceKind.EMBEDDED
+    ]
     if users:
         names = ", ".join(f"{e.display_name} ({e.id})" for e in users)
         raise ApiProblem(
