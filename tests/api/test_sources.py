@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from tests.api.helpers import ADMIN, VIEWER, create_connection, export_body, put_segment
 from tests.api.test_problems import assert_problem
 
-SETTING = "CONTOSO_SALES_SECRET"
+SETTING = "SEGEXP_SECRET_CONTOSO"
 COLUMN = "msdynci_dataverse_contact_contactid"
 
 
