@@ -4,6 +4,7 @@ progress, what was read, and the segment's list."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ from shared.store.protocols import StoreApi
 if TYPE_CHECKING:
     from shared.sales.client import SalesClient
     from shared.sources import SegmentSource
+
+log = logging.getLogger("shared.runs.worker")
 
 
 def left_behind_note(export: Export, states: dict[str, SegmentListState]) -> str | None:
@@ -54,6 +57,7 @@ class SegmentStep:
         deadline: float,
     ) -> None:
         from shared.sales import SegmentSyncRequest, sync_segment
+        from shared.sales.client import WaitBeyondDeadline
         from shared.sources import SegmentNotInSource, customer_rows
 
         run = self.writer.run
@@ -126,6 +130,14 @@ class SegmentStep:
             outcome = sync_segment(client, request)
         except AuthenticationError:
             raise
+        except WaitBeyondDeadline as exc:
+            # Throttling waits would outlive the slice: keep what was applied (saved by
+            # on_progress), hand off to the next slice, and say why on the run meanwhile.
+            self.check_lease()
+            log.info("run %s stops its slice early: %s", run.id, exc)
+            self.writer.run.reason = f"slice {self.writer.run.slices} stopped early: {exc}"
+            self.writer.save()
+            return
         except FatalSalesError as exc:
             self.check_lease()
             self._set_segment(

@@ -43,11 +43,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
 
 from shared.errors import StoreError
 from shared.sales.client import ThrottleGate, check_wait
 from shared.store.budgets import BudgetSnapshot, Participant
+from shared.store.protocols import BudgetStore
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +58,7 @@ JOIN_SETTLE = 2 * CACHE_SECONDS  # a newcomer waits until the others have seen i
 MAX_CONCURRENT = 52  # Dataverse's concurrent-request limit per user [S3]
 
 
-class BudgetBoard(Protocol):
-    """The shared state's storage (shared.store.budgets.BudgetRepository)."""
-
-    def snapshot(self, key: str) -> BudgetSnapshot: ...
-
-    def block_until(self, key: str, until: float) -> float: ...
-
-    def join(self, key: str, participant: str, label: str, seconds: float) -> Participant: ...
-
-    def renew(self, key: str, participant: Participant, seconds: float) -> Participant: ...
-
-    def leave(self, key: str, participant: str) -> None: ...
+BudgetBoard = BudgetStore  # the shared state's storage (shared.store.budgets.BudgetRepository)
 
 
 class IdentityView:

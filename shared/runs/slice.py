@@ -75,6 +75,7 @@ class Slice:
         self.writer: RunWriter | None = None
         self.heartbeat: Heartbeat | None = None
         self.released = False
+        self.hard_deadline: float | None = None  # no wait of this slice ends after it
 
     # --- entry / exit ----------------------------------------------------------------------
 
@@ -146,6 +147,7 @@ class Slice:
             return self._finish(RunStatus.FAILED, None)
         started = time.monotonic()
         deadline = started + slice_budget(self.settings)
+        self.hard_deadline = started + self.settings.run_slice_seconds
         run.status = RunStatus.RUNNING
         run.started_at = run.started_at or utc_now_iso()
         run.slices = max(run.slices, message.slice + 1)
@@ -245,10 +247,16 @@ class Slice:
 
     def _open_client(self, connection: Connection) -> AbstractContextManager[SalesClient]:
         opener = self.open_client
-        if opener is None:
-            from shared.sales import open_sales_client
+        if opener is None:  # the identity's budget shared by every worker (shared_budget.py)
+            from shared.runs.sales_access import open_budgeted_client
 
-            opener = open_sales_client
+            return open_budgeted_client(
+                self.store,
+                self.settings,
+                connection,
+                label=self.message.export_id,
+                deadline=self.hard_deadline,
+            )
         return opener(connection, self.settings)
 
     def _load_export(self) -> Export:

@@ -1,6 +1,7 @@
 """A local stand-in for the Functions host's queue listener (the `func` host cannot run here).
 
     python -m shared.runs.worker_main [--visibility S] [--retry-delay S] [--exit-when-idle S]
+                                      [--listeners N]
 
 Reads the run queue (settings from the environment, like the app), hands each message's decoded
 text to the same ``on_run_message`` the queue trigger calls, and behaves like the host: delete on
@@ -8,6 +9,8 @@ success, make the message visible again after ``--retry-delay`` on failure, and 
 that failed its MAX_DEQUEUE_COUNT-th delivery (or was delivered more often: its workers died) to
 the poison queue ``<queue>-poison``, whose messages it hands to the poison function's body.
 Used by the demo, the benchmark and the crash tests (which SIGKILL it at random points).
+``--listeners N`` handles up to N messages at once in one process, as one Functions instance
+does (host.json batchSize).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def serve(
     retry_delay: int,
     exit_when_idle: float | None = None,
     poll_interval: float = 0.2,
+    max_poll_interval: float = 2.0,
 ) -> int:
     """Process messages until should_stop() (or idle for exit_when_idle seconds); returns how
     many deliveries were handled (run and poison queue)."""
@@ -66,6 +70,7 @@ def serve(
     _ensure(poison)
     handled = 0
     idle_since = time.monotonic()
+    delay = poll_interval
     while not should_stop():
         if _serve_poison(poison, store, visibility):
             handled += 1
@@ -80,8 +85,12 @@ def serve(
         if message is None:
             if exit_when_idle is not None and time.monotonic() - idle_since >= exit_when_idle:
                 break
-            time.sleep(poll_interval)
+            # Like the host (host.json maxPollingInterval): an idle listener polls less and
+            # less often, so many idle listeners do not keep storage busy.
+            time.sleep(delay)
+            delay = min(max_poll_interval, delay * 2)
             continue
+        delay = poll_interval
         handled += 1
         idle_since = time.monotonic()
         if message.dequeue_count > settings.max_dequeue_count:
@@ -159,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--exit-when-idle", type=float, default=None, help="stop after idle seconds"
     )
+    parser.add_argument(
+        "--listeners", type=int, default=1, help="messages handled at once (threads)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -177,14 +189,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     visibility = args.visibility or int(settings.run_slice_seconds + 60)
     print("worker ready", flush=True)
-    serve(
-        settings,
-        store,
-        should_stop=stop.is_set,
-        visibility=visibility,
-        retry_delay=args.retry_delay,
-        exit_when_idle=args.exit_when_idle,
-    )
+    listeners = [
+        threading.Thread(
+            target=serve,
+            args=(settings, store),
+            kwargs={
+                "should_stop": stop.is_set,
+                "visibility": visibility,
+                "retry_delay": args.retry_delay,
+                "exit_when_idle": args.exit_when_idle,
+            },
+            name=f"listener-{n}",
+            daemon=True,
+        )
+        for n in range(max(1, args.listeners))
+    ]
+    for listener in listeners:
+        listener.start()
+    while any(listener.is_alive() for listener in listeners):
+        for listener in listeners:
+            listener.join(timeout=0.5)
     return 0
 
 

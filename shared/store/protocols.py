@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # only for annotations: keeps this module free of Azure SDK i
         SignIn,
     )
     from shared.settings import Settings
+    from shared.store.budgets import BudgetSnapshot, Participant
     from shared.store.customers import ImportReport
     from shared.store.leases import Lease
     from shared.store.queue import ReceivedRun
@@ -120,6 +121,16 @@ class CustomerStore(Protocol):
     def delete(self, customer_id: str) -> None: ...
 
 
+class BudgetStore(Protocol):
+    """One throttling budget per (environment, identity) shared by every worker (budgets.py)."""
+
+    def snapshot(self, key: str) -> BudgetSnapshot: ...
+    def block_until(self, key: str, until: float) -> float: ...
+    def join(self, key: str, participant: str, label: str, seconds: float) -> Participant: ...
+    def renew(self, key: str, participant: Participant, seconds: float) -> Participant: ...
+    def leave(self, key: str, participant: str) -> None: ...
+
+
 class RunQueueApi(Protocol):
     """The run queue. Message bodies are encoded by shared.store.queue.encode_message and read
     back with shared.store.queue.decode_message (one format, module functions)."""
@@ -171,6 +182,8 @@ class StoreApi(Protocol):
     def signins(self) -> SignInStoreApi: ...
     @property
     def schedule_claims(self) -> ScheduleClaimStore: ...
+    @property
+    def budgets(self) -> BudgetStore: ...
     @property
     def queue(self) -> RunQueueApi: ...
 
