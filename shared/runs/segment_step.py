@@ -46,6 +46,9 @@ class SegmentStep:
     connection: Connection
     check_lease: Callable[[], None]
     should_stop: Callable[[], bool]
+    # Seconds the next slice should wait before it starts: the throttling wait that stopped
+    # this one early (0 when it was not stopped that way).
+    resume_after: float = 0.0
 
     def run(
         self,
@@ -135,6 +138,7 @@ class SegmentStep:
             # on_progress), hand off to the next slice, and say why on the run meanwhile.
             self.check_lease()
             log.info("run %s stops its slice early: %s", run.id, exc)
+            self.resume_after = max(self.resume_after, exc.wait_seconds)
             self.writer.run.reason = f"slice {self.writer.run.slices} stopped early: {exc}"
             self.writer.save()
             return

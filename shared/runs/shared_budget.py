@@ -73,6 +73,7 @@ class IdentityView:
         self._lock = threading.Lock()
         self._snapshot = BudgetSnapshot(not_before=0.0, blocks=0, participants=())
         self._fetched = float("-inf")
+        self._failing = False
 
     def current(self) -> BudgetSnapshot:
         with self._lock:
@@ -80,8 +81,11 @@ class IdentityView:
                 try:
                     fresh = self.board.snapshot(self.key)
                 except StoreError as exc:
-                    log.warning("throttling budget unreadable (%s); using the last state", exc)
+                    if not self._failing:  # once per outage, not five times a second
+                        log.warning("throttling budget unreadable (%s); using the last state", exc)
+                    self._failing = True
                 else:
+                    self._failing = False
                     # A block this process recorded is kept even if the write has not landed.
                     not_before = max(fresh.not_before, self._snapshot.not_before)
                     self._snapshot = BudgetSnapshot(not_before, fresh.blocks, fresh.participants)
@@ -143,16 +147,10 @@ class SharedGate:
             self._cond.notify_all()
 
     def enter(self, deadline: float | None = None) -> bool:
+        self._wait_for_block(deadline)
         while True:
             snap = self.view.current()
             self._renew_if_due()
-            blocked = snap.not_before - self._wall()
-            if blocked > 0:
-                why = "the identity is throttled (Retry-After)"
-                check_wait(self._clock, deadline, blocked, why)
-                self._sleep(blocked)
-                self.waited_for_block += blocked
-                continue
             with self._cond:
                 if self._in_flight < self.share(snap):
                     self._in_flight += 1
@@ -163,10 +161,26 @@ class SharedGate:
                     timeout = max(0.001, min(timeout, deadline - self._clock()))
                 self._cond.wait(timeout)  # a request of ours ending, or the share growing
         try:
-            return self.local.enter(deadline)
+            probe = self.local.enter(deadline)
         except BaseException:
             self._release()
             raise
+        # This process's own waits may have ended while another process was told to wait
+        # longer: look at the shared state again right before the request leaves.
+        try:
+            self._wait_for_block(deadline)
+        except BaseException:
+            self.local.leave(probe, throttled=True)  # not sent: the probe turn passes on
+            self._release()
+            raise
+        return probe
+
+    def _wait_for_block(self, deadline: float | None) -> None:
+        while (blocked := self.view.current().not_before - self._wall()) > 0:
+            why = "the identity is throttled (Retry-After)"
+            check_wait(self._clock, deadline, blocked, why)
+            self._sleep(blocked)
+            self.waited_for_block += blocked
 
     def leave(self, probe: bool, *, throttled: bool) -> None:
         self.local.leave(probe, throttled=throttled)

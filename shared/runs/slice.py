@@ -4,6 +4,7 @@ order, then finish the run or hand off to the next slice (see shared.runs.worker
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.runs.worker")
 
 CONTINUATION_DELAY = 1  # seconds; lets this slice record the hand-off before the next starts
+MAX_RESUME_DELAY = 900  # seconds; a continuation never waits longer for a throttling block
 
 ClientOpener = Callable[[Connection, Settings], AbstractContextManager["SalesClient"]]
 
@@ -76,6 +78,7 @@ class Slice:
         self.heartbeat: Heartbeat | None = None
         self.released = False
         self.hard_deadline: float | None = None  # no wait of this slice ends after it
+        self.step: SegmentStep | None = None
 
     # --- entry / exit ----------------------------------------------------------------------
 
@@ -167,6 +170,7 @@ class Slice:
             check_lease=self._check_lease,
             should_stop=self._should_stop,
         )
+        self.step = step
 
         with (
             self._open_client(self.connection) as client,
@@ -291,7 +295,11 @@ class Slice:
         )
         # Enqueue first: a crash after this leaves at worst a redundant (convergent) slice,
         # never a run without a message. The lease keeps the next slice waiting until we are done.
-        self.store.queue.send(following, visibility_timeout=CONTINUATION_DELAY)
+        # A slice stopped by a long throttling wait hands off to a slice that starts when the
+        # wait is over, instead of one that would only meet the same wait (no busy re-queueing).
+        resume = self.step.resume_after if self.step is not None else 0.0
+        delay = max(CONTINUATION_DELAY, min(MAX_RESUME_DELAY, math.ceil(resume)))
+        self.store.queue.send(following, visibility_timeout=delay)
         self.writer.run.slices = max(self.writer.run.slices, following.slice + 1)
         self.writer.save()
         log.info("run %s continues in slice %d", self.message.run_id, following.slice)

@@ -60,7 +60,12 @@ class SalesBadRequestError(FatalSalesError):
 
 class WaitBeyondDeadline(TransientSalesError):
     """A wait for the throttling budget (gate, Retry-After, backoff) would end after the
-    caller's deadline: the caller stops and resumes later instead of outliving its budget."""
+    caller's deadline: the caller stops and resumes later instead of outliving its budget.
+    ``wait_seconds`` is the wait it refused (resuming earlier only meets the same wait)."""
+
+    def __init__(self, message: str, *, wait_seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.wait_seconds = wait_seconds
 
 
 def check_wait(
@@ -70,7 +75,8 @@ def check_wait(
     if deadline is not None and clock() + seconds > deadline:
         raise WaitBeyondDeadline(
             f"{why}: a wait of {seconds:.1f} s would end after the slice's deadline "
-            f"({max(0.0, deadline - clock()):.1f} s left); stopping here, the next slice resumes"
+            f"({max(0.0, deadline - clock()):.1f} s left); stopping here, the next slice resumes",
+            wait_seconds=seconds,
         )
 
 

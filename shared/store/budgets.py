@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from azure.data.tables import UpdateMode
 
@@ -29,6 +30,9 @@ BUDGETS = "budgets"
 _STATE = "state"
 _PARTICIPANT = "p~"
 _WRITE_ATTEMPTS = 16
+# Reads and renewals are repeated within a second by their caller, which keeps the last state
+# meanwhile: fail at once rather than stall the sending threads in the SDK's retries.
+_FAIL_FAST: dict[str, Any] = {"retry_total": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,9 @@ class BudgetRepository:
         not_before, blocks = 0.0, 0
         live: list[Participant] = []
         with translated(f"read throttling budget {key}"):
-            rows = list(client.query_entities("PartitionKey eq @pk", parameters={"pk": key}))
+            rows = list(
+                client.query_entities("PartitionKey eq @pk", parameters={"pk": key}, **_FAIL_FAST)
+            )
         for row in rows:
             data = properties(row)
             if row["RowKey"] == _STATE:
@@ -134,14 +140,16 @@ class BudgetRepository:
             key, participant.id, participant.label, joined_at=participant.joined_at, expires=expires
         )
         with translated(f"renew throttling budget {key}"):
-            self._tables.client(BUDGETS).upsert_entity(entity, mode=UpdateMode.REPLACE)
+            self._tables.client(BUDGETS).upsert_entity(
+                entity, mode=UpdateMode.REPLACE, **_FAIL_FAST
+            )
         return Participant(participant.id, participant.joined_at, expires, participant.label)
 
     def leave(self, key: str, participant: str) -> None:
         row = _PARTICIPANT + encode_key(participant, "participant id")
         try:
             with translated(f"leave throttling budget {key}"):
-                self._tables.client(BUDGETS).delete_entity(key, row)
+                self._tables.client(BUDGETS).delete_entity(key, row, **_FAIL_FAST)
         except NotFoundError:
             pass
 
