@@ -45,3 +45,15 @@ class SliceBudget:
 def slice_budget(settings: Settings) -> float:
     """Seconds of work per slice: the configured slice minus a safety margin for saving."""
     return settings.run_slice_seconds - min(30.0, settings.run_slice_seconds * 0.1)
+
+
+class TurnNotYet(Exception):
+    """The identity already has ``dop`` participants sending: this slice would only wait for a
+    share, so it gives its worker back and comes again later (fair turns, see shared_budget.py)."""
+
+    def __init__(self, ahead: int) -> None:
+        super().__init__(
+            f"waiting for a turn: {ahead} other export slice(s) are sending with this "
+            "connection's identity, using all of its parallel requests"
+        )
+        self.ahead = ahead

@@ -25,13 +25,18 @@ def open_budgeted_client(
     deadline: float | None,
 ) -> Iterator[Any]:
     """A SalesClient whose requests spend the (environment, identity) budget shared by every
-    worker, and whose waits never pass ``deadline`` (time.monotonic)."""
+    worker, and whose waits never pass ``deadline`` (time.monotonic). Raises
+    shared.runs.shared_budget.TurnNotYet when the identity is fully used by other slices."""
     from shared.runs.shared_budget import shared_gate
-    from shared.sales.factory import identity_key, open_sales_client, process_gate
+    from shared.sales.factory import expected_dop, identity_key, open_sales_client, process_gate
 
     with (
         shared_gate(
-            store.budgets, identity_key(connection), process_gate(connection), label=label
+            store.budgets,
+            identity_key(connection),
+            process_gate(connection),
+            label=label,
+            capacity=expected_dop(connection, settings),
         ) as gate,
         open_sales_client(connection, settings, gate=gate, deadline=deadline) as client,
     ):

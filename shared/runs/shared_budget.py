@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from shared.errors import StoreError
+from shared.runs.budget import TurnNotYet
 from shared.sales.client import ThrottleGate, check_wait
 from shared.store.budgets import BudgetSnapshot, Participant
 from shared.store.protocols import BudgetStore
@@ -259,12 +260,30 @@ def identity_view(board: BudgetBoard, key: str) -> IdentityView:
 
 @contextmanager
 def shared_gate(
-    board: BudgetBoard, key: str, local: ThrottleGate, *, label: str
+    board: BudgetBoard,
+    key: str,
+    local: ThrottleGate,
+    *,
+    label: str,
+    capacity: int | None = None,
 ) -> Iterator[SharedGate]:
-    """Join the identity's budget as a new participant for the duration of the block."""
+    """Join the identity's budget as a new participant for the duration of the block. With
+    ``capacity`` (the dop expected), raise TurnNotYet instead when ``capacity`` older
+    participants are already sending: each would get no share at all."""
     participant = board.join(key, f"{label}.{uuid.uuid4().hex[:12]}", label, PARTICIPANT_SECONDS)
     view = identity_view(board, key)
     view.refresh_soon()
+    if capacity is not None:
+        try:
+            rank = board.snapshot(key).rank(participant.id)
+        except StoreError:
+            rank = None  # storage trouble: just go ahead, the shares still apply
+        if rank is not None and rank >= capacity:
+            try:
+                board.leave(key, participant.id)
+            except StoreError as exc:  # the row expires anyway
+                log.warning("could not leave the throttling budget (%s)", exc)
+            raise TurnNotYet(rank)
     gate = SharedGate(view, local, participant)
     try:
         yield gate

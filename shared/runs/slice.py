@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from shared.errors import NotFoundError
 from shared.models import Connection, Export, Run, RunMessage, RunStatus
-from shared.runs.budget import slice_budget
+from shared.runs.budget import TurnNotYet, slice_budget
 from shared.runs.clock import utc_now_iso
 from shared.runs.failures import RunFatalError, describe, is_retryable
 from shared.runs.lease_keeper import Heartbeat
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.runs.worker")
 
 CONTINUATION_DELAY = 1  # seconds; lets this slice record the hand-off before the next starts
+TURN_DELAY = 5  # seconds before a slice that found its identity fully used looks again
 MAX_RESUME_DELAY = 900  # seconds; a continuation never waits longer for a throttling block
 
 ClientOpener = Callable[[Connection, Settings], AbstractContextManager["SalesClient"]]
@@ -96,6 +97,8 @@ class Slice:
             ) from None
         except RunClosed:
             return Outcome.DUPLICATE
+        except TurnNotYet as turn:
+            return self._wait_for_turn(turn)
         except Exception as exc:
             detail = describe(exc, self.connection)
             if is_retryable(exc) and dequeue_count < self.settings.max_dequeue_count:
@@ -304,6 +307,19 @@ class Slice:
         self.writer.save()
         log.info("run %s continues in slice %d", self.message.run_id, following.slice)
         return Outcome.CONTINUED
+
+    def _wait_for_turn(self, turn: TurnNotYet) -> Outcome:
+        """Give the worker back: the same slice comes again after TURN_DELAY (the message is
+        re-sent, so this costs no delivery attempt), and the run says why it waits."""
+        self.store.queue.send(self.message, visibility_timeout=TURN_DELAY)
+        if self.writer is not None:
+            self.writer.run.reason = str(turn)
+            try:
+                self.writer.save()
+            except RunClosed:
+                return Outcome.DUPLICATE
+        log.info("run %s: %s; slice %d again later", self.message.run_id, turn, self.message.slice)
+        return Outcome.BUSY
 
     def _finish(self, status: RunStatus, reason: str | None) -> Outcome:
         assert self.writer is not None

@@ -126,6 +126,14 @@ def _remembered_dop(server: str) -> int | None:
     return entry[0]
 
 
+def expected_dop(connection: Connection, settings: Settings) -> int:
+    """The requests a client for ``connection`` will keep in flight: the last x-ms-dop-hint
+    this process saw for the environment (if recent), capped by our configured maximum."""
+    hint = _remembered_dop(connection.server_address.rstrip("/").lower())
+    limit = max(1, settings.sales_max_parallel)
+    return max(1, min(limit, hint)) if hint else limit
+
+
 def _remember_dop(server: str, hint: int | None) -> None:
     if hint:
         with _lock:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from shared.runs.budget import TurnNotYet
 from shared.runs.shared_budget import JOIN_SETTLE, SharedGate, shared_gate
 from shared.sales.client import ThrottleGate, WaitBeyondDeadline
 from shared.settings import Settings
@@ -104,5 +105,21 @@ def test_more_participants_than_dop_take_turns(settings: Settings) -> None:
             assert [g.share(snap) for g in gates] == [1, 0]  # the older one sends first
             g1.close()  # its slice ended: the turn passes on
             assert gates[1].share(store.budgets.snapshot("id")) == 1
+    finally:
+        store.close()
+
+
+def test_a_slice_finding_its_identity_fully_used_waits_for_a_turn(settings: Settings) -> None:
+    store = open_store(settings)
+    try:
+        with shared_gate(store.budgets, "id", ThrottleGate(), label="big", capacity=1):
+            small = shared_gate(store.budgets, "id", ThrottleGate(), label="small", capacity=1)
+            with pytest.raises(TurnNotYet) as info, small:
+                pass
+            assert info.value.ahead == 1
+            assert [p.label for p in store.budgets.snapshot("id").participants] == ["big"]
+        # The turn is free again: the next slice joins.
+        with shared_gate(store.budgets, "id", ThrottleGate(), label="small", capacity=1) as gate:
+            assert gate.participant.label == "small"
     finally:
         store.close()
