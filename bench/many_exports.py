@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-SECRET_SETTING = "BENCH_SALES_SECRET"
+SECRET_SETTING = "SEGEXP_SECRET_BENCH"
 NO_ROW_EVERY = 200  # every 200th member has no customer row
 
 

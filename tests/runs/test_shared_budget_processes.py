@@ -33,7 +33,7 @@ from tests.support import Azurite
 
 WAIT_LIMIT = 240.0  # a bound against hangs, not a timing assertion
 OTHER_CLIENT = "6d0a4c1e-6b1f-4a8e-9d55-0f3c2b7a9e10"
-OTHER_SECRET_SETTING = "EMU_OTHER_SECRET"
+OTHER_SECRET_SETTING = "SEGEXP_SECRET_EMU_OTHER"
 
 
 @pytest.fixture(scope="module")
