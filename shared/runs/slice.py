@@ -249,22 +249,27 @@ class Slice:
             export,
             self.connection,
             client=client,
-            open_client=self.open_client,
+            # A source reading another connection spends that identity's shared budget too.
+            open_client=self.open_client or self._open_budgeted,
         )
 
     def _open_client(self, connection: Connection) -> AbstractContextManager[SalesClient]:
-        opener = self.open_client
-        if opener is None:  # the identity's budget shared by every worker (shared_budget.py)
-            from shared.runs.sales_access import open_budgeted_client
-
-            return open_budgeted_client(
-                self.store,
-                self.settings,
-                connection,
-                label=self.message.export_id,
-                deadline=self.hard_deadline,
-            )
+        opener = self.open_client or self._open_budgeted
         return opener(connection, self.settings)
+
+    def _open_budgeted(
+        self, connection: Connection, settings: Settings
+    ) -> AbstractContextManager[SalesClient]:
+        """A client on the identity's budget shared by every worker (shared_budget.py)."""
+        from shared.runs.sales_access import open_budgeted_client
+
+        return open_budgeted_client(
+            self.store,
+            settings,
+            connection,
+            label=self.message.export_id,
+            deadline=self.hard_deadline,
+        )
 
     def _load_export(self) -> Export:
         try:
