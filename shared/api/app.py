@@ -8,11 +8,11 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from shared.api.deps import ApiContext, SettingsProvider, StoreFactory, any_role, context
+from shared.api.docs import docs_router
 from shared.api.identity import Caller, IdentityResolver
 from shared.api.middleware import GuardMiddleware, RequestGate, RouteRule, route_rules
 from shared.api.problems import CONFIGURATION_DETAIL, PROBLEM_JSON, ApiProblem, install_handlers
@@ -23,7 +23,6 @@ from shared.settings import Settings
 log = logging.getLogger("shared.api")
 
 OPENAPI_URL = "/api/openapi.json"
-DOCS_URL = "/api/docs"
 
 _PROBLEM_SCHEMA = {
     "type": "object",
@@ -110,10 +109,7 @@ def create_api(
     def openapi(caller: Annotated[Caller, Depends(any_role)]) -> JSONResponse:
         return JSONResponse(api.openapi())
 
-    @api.get(DOCS_URL, include_in_schema=False)
-    def docs() -> HTMLResponse:
-        # The page itself is static; it fetches the schema with the browser's identity.
-        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title="Segment Export API")
+    api.include_router(docs_router(OPENAPI_URL, "Segment Export API"))
 
     modules_routes = [
         r for m in (connections, exports, runs, segments, customers) for r in m.router.routes

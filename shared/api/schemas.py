@@ -37,6 +37,7 @@ from shared.models import (
     SourceKind,
     UsableBy,
 )
+from shared.names import clean_name
 from shared.secrets_rule import secret_setting_problem
 
 GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -61,7 +62,10 @@ def _lower(value: str) -> str:
 
 
 DisplayName = Annotated[
-    str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)
+    str,
+    StringConstraints(min_length=1, max_length=100),
+    AfterValidator(clean_name),
+    AfterValidator(_not_blank),
 ]
 Guid = Annotated[str, StringConstraints(pattern=GUID_PATTERN), AfterValidator(_lower)]
 
@@ -90,7 +94,10 @@ SecretSettingName = Annotated[
 ColumnName = Annotated[str, StringConstraints(pattern=COLUMN_PATTERN)]
 ResourceId = Annotated[str, StringConstraints(pattern=RESOURCE_ID_PATTERN)]
 SegmentName = Annotated[
-    str, StringConstraints(pattern=SEGMENT_NAME_PATTERN), AfterValidator(_not_blank)
+    str,
+    StringConstraints(pattern=SEGMENT_NAME_PATTERN),
+    AfterValidator(clean_name),
+    AfterValidator(_not_blank),
 ]
 
 

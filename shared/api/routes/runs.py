@@ -39,7 +39,7 @@ Continuation = Annotated[
     str | None, Query(max_length=MAX_CONTINUATION, description="from the previous page's nextLink")
 ]
 CSV_COLUMNS = ("segment", "customerId", "reason", "contactId", "detail")
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_PREFIXES = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")  # and their full-width forms
 
 
 def run_out(run: Run) -> RunOut:
@@ -147,9 +147,12 @@ def get_run(
 
 
 def csv_cell(value: object) -> str:
-    """Neutralise spreadsheet formulas (CSV injection): prefix risky first characters."""
+    """Neutralise spreadsheet formulas (CSV injection): prefix a quote when the text starts with
+    a formula lead-in (= + - @ and their full-width forms) or any whitespace (spreadsheets may
+    trim it and then evaluate what follows; tab, CR and LF included)."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+    risky = text[:1] in _FORMULA_PREFIXES or text[:1].isspace()
+    return "'" + text if risky else text
 
 
 def _rejection_row(record: Any) -> dict[str, Any]:

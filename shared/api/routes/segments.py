@@ -8,6 +8,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import AfterValidator
 
 from shared.api.common import MAX_CONTINUATION, next_link
 from shared.api.deps import admin, any_role, get_store
@@ -21,12 +22,18 @@ from shared.api.schemas import (
 )
 from shared.api.uploads import read_segment_members
 from shared.models import SourceKind
+from shared.names import clean_name
 from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.api")
 router = APIRouter(prefix="/api/segments", tags=["segments"])
 
-SegmentName = Annotated[str, Path(pattern=SEGMENT_NAME_PATTERN, description="segment name")]
+# The path form of schemas.SegmentName (same pattern and the same name rule: NFC, no format chars).
+SegmentName = Annotated[
+    str,
+    Path(pattern=SEGMENT_NAME_PATTERN, description="segment name"),
+    AfterValidator(clean_name),
+]
 MEMBERS_BODY = {
     "requestBody": {
         "required": True,
