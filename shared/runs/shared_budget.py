@@ -23,7 +23,10 @@ How it works (``BudgetRepository`` keeps the rows, see shared/store/budgets.py):
   ordered by when they joined; with ``dop`` = min(hint, 52) and n participants, the k-th may
   keep ``dop // n`` requests in flight, plus one while k < ``dop % n``. The shares add up to
   ``dop``, so the whole fleet stays within the hint. A new participant sends only after
-  ``JOIN_SETTLE`` (others have re-read the list and shrunk); a leaving one frees its share.
+  ``JOIN_SETTLE`` (others have re-read the list and shrunk) plus the longest request this
+  process has seen take (``DEFAULT_DRAIN`` before it has seen any): by then the requests the
+  older participants had sent under their larger shares have come back. Only a join shrinks
+  anyone's share; a leaving participant frees its share to the others.
 - **Fair turns.** Equal shares mean every export sharing an identity progresses at the same
   rate, so a small export finishes early instead of waiting for a 1M one; with more
   participants than ``dop`` the oldest ``dop`` send and the rest wait for a share (each slice
@@ -56,6 +59,8 @@ CACHE_SECONDS = 0.2  # how old the shared state may be when a request leaves
 PARTICIPANT_SECONDS = 30.0  # a participant row outlives its last renewal by this much
 RENEW_AFTER = PARTICIPANT_SECONDS / 3
 JOIN_SETTLE = 2 * CACHE_SECONDS  # a newcomer waits until the others have seen it
+DEFAULT_DRAIN = 5.0  # seconds an older participant's request may take, before we measured one
+MAX_DRAIN = 15.0
 MAX_CONCURRENT = 52  # Dataverse's concurrent-request limit per user [S3]
 
 
@@ -75,6 +80,7 @@ class IdentityView:
         self._snapshot = BudgetSnapshot(not_before=0.0, blocks=0, participants=())
         self._fetched = float("-inf")
         self._failing = False
+        self._slowest: float | None = None
 
     def current(self) -> BudgetSnapshot:
         with self._lock:
@@ -92,6 +98,17 @@ class IdentityView:
                     self._snapshot = BudgetSnapshot(not_before, fresh.blocks, fresh.participants)
                 self._fetched = self._clock()
             return self._snapshot
+
+    def observe(self, seconds: float) -> None:
+        """A request of this identity took ``seconds`` (send to answer)."""
+        with self._lock:
+            self._slowest = max(self._slowest or 0.0, seconds)
+
+    def settle_seconds(self) -> float:
+        """How long a newcomer waits before its first request (see the module docstring)."""
+        with self._lock:
+            drain = DEFAULT_DRAIN if self._slowest is None else min(MAX_DRAIN, self._slowest)
+        return JOIN_SETTLE + drain
 
     def refresh_soon(self) -> None:
         with self._lock:
@@ -198,6 +215,7 @@ class SharedGate:
 
     def observe(self, seconds: float) -> None:
         self.local.observe(seconds)
+        self.view.observe(seconds)
 
     def learn_latency(self, seconds: float) -> None:
         self.local.learn_latency(seconds)
@@ -206,12 +224,14 @@ class SharedGate:
 
     def share(self, snap: BudgetSnapshot) -> int:
         """Requests this participant may keep in flight now (see the module docstring)."""
-        if self._wall() < self.participant.joined_at + JOIN_SETTLE:
-            return 0
         rank = snap.rank(self.participant.id)
         count = len(snap.participants)
         if rank is None:  # our row is not visible yet (or storage is down): count us last
             rank, count = count, count + 1
+        # Older participants shrink when they see us; wait until what they sent before that is
+        # back. The oldest has nobody to wait for.
+        if rank > 0 and self._wall() < self.participant.joined_at + self.view.settle_seconds():
+            return 0
         base, extra = divmod(self._capacity, count)
         return base + (1 if rank < extra else 0)
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared.runs.budget import TurnNotYet
-from shared.runs.shared_budget import JOIN_SETTLE, SharedGate, shared_gate
+from shared.runs.shared_budget import JOIN_SETTLE, MAX_DRAIN, SharedGate, shared_gate
 from shared.sales.client import ThrottleGate, WaitBeyondDeadline
 from shared.settings import Settings
 from shared.store import Store, open_store
@@ -31,7 +31,7 @@ def two_stores(settings: Settings) -> Iterator[tuple[Store, Store]]:
 
 
 def later() -> float:
-    return time.time() + JOIN_SETTLE + 1  # past the newcomer's settling time
+    return time.time() + JOIN_SETTLE + MAX_DRAIN + 1  # past any newcomer's settling time
 
 
 def test_a_429_in_one_process_holds_back_the_other(two_stores: tuple[Store, Store]) -> None:
@@ -43,7 +43,7 @@ def test_a_429_in_one_process_holds_back_the_other(two_stores: tuple[Store, Stor
     ):
         for gate in (gate_a, gate_b, other):
             gate.set_capacity(8)
-        gate_a.close_for(30.0)  # process A was answered 429, Retry-After 30 s
+        gate_a.close_for(100.0)  # process A was answered 429, Retry-After 100 s
         slept: list[float] = []
 
         def sleep(seconds: float) -> None:
@@ -54,7 +54,8 @@ def test_a_429_in_one_process_holds_back_the_other(two_stores: tuple[Store, Stor
         b.set_capacity(8)
         with pytest.raises(Stop):
             b.enter()
-        assert 25 < slept[0] <= 31  # B waits out A's Retry-After before sending anything
+        ahead = later() - time.time()  # B's clock runs ahead (past its settling time)
+        assert 95 - ahead < slept[0] <= 100 - ahead + 1  # B waits out A's Retry-After
         # With a deadline sooner than the block's end, B stops instead of waiting past it.
         with pytest.raises(WaitBeyondDeadline, match="throttled"):
             b.enter(time.monotonic() + 5)
@@ -121,5 +122,24 @@ def test_a_slice_finding_its_identity_fully_used_waits_for_a_turn(settings: Sett
         # The turn is free again: the next slice joins.
         with shared_gate(store.budgets, "id", ThrottleGate(), label="small", capacity=1) as gate:
             assert gate.participant.label == "small"
+    finally:
+        store.close()
+
+
+def test_a_newcomer_waits_until_older_participants_requests_are_back(settings: Settings) -> None:
+    store = open_store(settings)
+    try:
+        with (
+            shared_gate(store.budgets, "id", ThrottleGate(), label="old") as old,
+            shared_gate(store.budgets, "id", ThrottleGate(), label="new") as new,
+        ):
+            for g in (old, new):
+                g.set_capacity(8)
+            snap = store.budgets.snapshot("id")
+            assert old.share(snap) == 4  # the oldest never waits
+            assert new.share(snap) == 0  # the old one may still have 8 in flight
+            settled = SharedGate(new.view, new.local, new.participant, wall=later)
+            settled.set_capacity(8)
+            assert settled.share(snap) == 4
     finally:
         store.close()
