@@ -88,8 +88,9 @@ def create_api(
             raise ApiProblem(503, CONFIGURATION_DETAIL, kind="configuration") from None
         return HealthOut(status="ok")
 
-    for module in (connections, exports, runs, segments, customers, sources):
-        api.include_router(module.router)
+    routers = [m.router for m in (connections, exports, runs, segments, customers, sources)]
+    for router in routers:
+        api.include_router(router)
 
     def document() -> dict[str, Any]:
         if api.openapi_schema is None:
@@ -111,15 +112,12 @@ def create_api(
 
     api.include_router(docs_router(OPENAPI_URL, "Segment Export API"))
 
-    modules_routes = [
-        r for m in (connections, exports, runs, segments, customers) for r in m.router.routes
-    ]
     rules: list[RouteRule] = []
 
     def gate_rules() -> list[RouteRule]:  # built on first request, once every route exists
         if not rules:
-            own = [r for r in api.router.routes if isinstance(r, APIRoute)]
-            routes = [r for r in (*own, *modules_routes) if isinstance(r, APIRoute)]
+            included = [r for router in routers for r in router.routes]
+            routes = [r for r in (*api.router.routes, *included) if isinstance(r, APIRoute)]
             rules.extend(route_rules(routes))
         return rules
 

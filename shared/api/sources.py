@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared.api.problems import ApiProblem
 from shared.errors import NotFoundError, SegmentExportError, TransientSalesError
 from shared.models import Connection, Export, ExportSource, SourceKind
 from shared.settings import Settings
+from shared.store.protocols import StoreApi
 
 if TYPE_CHECKING:  # imported lazily: importing the app must not load msal/httpx (sales client)
     from shared.sources import SegmentSource
@@ -28,7 +29,7 @@ def reading_connection_id(source: ExportSource, export_connection_id: str | None
 
 @contextmanager
 def opened(
-    store: Any, settings: Settings, source: ExportSource, connection: Connection | None
+    store: StoreApi, settings: Settings, source: ExportSource, connection: Connection | None
 ) -> Iterator[SegmentSource]:
     """The source for an API call (a Customer Insights source needs ``connection``)."""
     from shared.sources import open_source
@@ -46,7 +47,7 @@ def opened(
 
 
 def source_errors(
-    store: Any,
+    store: StoreApi,
     settings: Settings,
     source: ExportSource,
     connection: Connection | None,
@@ -86,7 +87,7 @@ def source_errors(
     return errors
 
 
-def load_connection(store: Any, connection_id: str | None) -> Connection | None:
+def load_connection(store: StoreApi, connection_id: str | None) -> Connection | None:
     if connection_id is None:
         return None
     try:
@@ -96,7 +97,7 @@ def load_connection(store: Any, connection_id: str | None) -> Connection | None:
     return connection
 
 
-def ci_readers(store: Any, connection_id: str) -> list[Export]:
+def ci_readers(store: StoreApi, connection_id: str) -> list[Export]:
     """The Customer Insights exports that read CI-D through this connection."""
     return [
         e
@@ -106,7 +107,7 @@ def ci_readers(store: Any, connection_id: str) -> list[Export]:
     ]
 
 
-def mapping_check(store: Any, settings: Settings, connection: Connection) -> tuple[bool, str]:
+def mapping_check(store: StoreApi, settings: Settings, connection: Connection) -> tuple[bool, str]:
     """The connection test's Customer Insights check: (ok, detail)."""
     from shared.sources import CustomerInsightsSource
 

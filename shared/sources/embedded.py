@@ -13,12 +13,13 @@ from typing import Any
 
 from shared.errors import NotFoundError
 from shared.sources.base import EMBEDDED, SegmentNotInSource, SegmentOffer, SourceRead
+from shared.store.protocols import StoreApi
 
 
 class EmbeddedSource:
     kind = EMBEDDED
 
-    def __init__(self, store: Any, contact_id_field: str) -> None:
+    def __init__(self, store: StoreApi, contact_id_field: str) -> None:
         self._store = store
         self._field = contact_id_field
         self._read = SourceRead(kind=EMBEDDED)

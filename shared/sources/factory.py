@@ -12,11 +12,12 @@ from shared.settings import Settings
 from shared.sources.base import SegmentSource, SourceReadError
 from shared.sources.customer_insights import CustomerInsightsSource
 from shared.sources.embedded import EmbeddedSource
+from shared.store.protocols import StoreApi
 
 ClientOpener = Callable[[Connection, Settings], AbstractContextManager[Any]]
 
 
-def source_connection(store: Any, source: ExportSource, own: Connection) -> Connection:
+def source_connection(store: StoreApi, source: ExportSource, own: Connection) -> Connection:
     """The connection a source reads through: its own, else the export's."""
     if source.connection_id is None or source.connection_id == own.id:
         return own
@@ -32,7 +33,7 @@ def source_connection(store: Any, source: ExportSource, own: Connection) -> Conn
 
 @contextmanager
 def open_source(
-    store: Any,
+    store: StoreApi,
     settings: Settings,
     export: Export,
     connection: Connection | None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -109,6 +110,22 @@ def test_anonymous_body_is_refused_before_it_is_read(
     assert sender.status == 401
     assert sender.problem["status"] == 401
     assert sender.pulls == 0  # not one chunk of the body was read
+
+
+def test_every_route_that_needs_a_caller_refuses_an_anonymous_body_unread() -> None:
+    """Every operation in the OpenAPI document (all but /api/health) is gated, so a router added
+    later cannot skip the gate."""
+    paths = create_api(lambda: Settings.from_env(ENV)).openapi()["paths"]
+    checked = 0
+    for template, item in paths.items():
+        if template == "/api/health":
+            continue
+        path = re.sub(r"\{[^}]+\}", "x1", template)
+        for method in item:
+            sender = call(method.upper(), path, Sender(), {"Content-Type": "application/json"})
+            assert (sender.status, sender.pulls) == (401, 0), (method, template)
+            checked += 1
+    assert checked >= 20
 
 
 def test_a_caller_without_a_role_is_refused_before_the_body_is_read() -> None:

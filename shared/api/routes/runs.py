@@ -7,7 +7,7 @@ import csv
 import io
 import logging
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -29,6 +29,9 @@ from shared.api.schemas import (
 from shared.models import Run, Trigger
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
+
+if TYPE_CHECKING:
+    from shared.store.runs import RejectionRecord
 
 log = logging.getLogger("shared.api")
 router = APIRouter(tags=["runs"])
@@ -155,14 +158,13 @@ def csv_cell(value: object) -> str:
     return "'" + text if risky else text
 
 
-def _rejection_row(record: Any) -> dict[str, Any]:
-    reason = getattr(record, "reason", "")
+def _rejection_row(record: RejectionRecord) -> dict[str, Any]:
     return {
-        "segment": getattr(record, "segment", ""),
-        "customer_id": getattr(record, "customer_id", ""),
-        "reason": getattr(reason, "value", reason),
-        "contact_id": getattr(record, "contact_id", None),
-        "detail": getattr(record, "detail", "") or "",
+        "segment": record.segment,
+        "customer_id": record.customer_id,
+        "reason": record.reason.value,
+        "contact_id": record.contact_id,
+        "detail": record.detail or "",
     }
 
 

@@ -17,6 +17,7 @@ from shared.api.sources import load_connection, opened
 from shared.errors import SegmentExportError
 from shared.models import ExportSource, SourceKind
 from shared.settings import Settings
+from shared.store.protocols import StoreApi
 
 log = logging.getLogger("shared.api")
 router = APIRouter(prefix="/api/sources", tags=["sources"])
@@ -31,7 +32,7 @@ router = APIRouter(prefix="/api/sources", tags=["sources"])
 async def list_source_segments(
     kind: SourceKind,
     caller: Annotated[Caller, Depends(any_role)],
-    store: Annotated[Any, Depends(get_store)],
+    store: Annotated[StoreApi, Depends(get_store)],
     settings: Annotated[Settings, Depends(get_settings)],
     connection_id: Annotated[
         str | None,
