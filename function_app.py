@@ -10,10 +10,13 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.api.app import create_api
+from shared.config_check import startup_problems
 from shared.runs import triggers as run_triggers  # light: builds no client at import
 from shared.settings import check_start
+from shared.storage import HOST_STORAGE_SETTING
 
 check_start()  # refuses to start at all on settings that must never run (local-dev in Azure)
+startup_problems()  # checked once at start: each problem is logged as an error naming its setting
 api = create_api()
 app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.ANONYMOUS)
 
@@ -39,14 +42,14 @@ def schedule_tick(timer: func.TimerRequest) -> None:
 
 
 @app.function_name(name="run_worker")
-@app.queue_trigger(arg_name="msg", queue_name="%RUN_QUEUE_NAME%", connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="msg", queue_name="%RUN_QUEUE_NAME%", connection=HOST_STORAGE_SETTING)
 def run_worker(msg: func.QueueMessage) -> None:
     run_triggers.on_run_message(msg.get_body(), msg.dequeue_count or 1)
 
 
 @app.function_name(name="run_poison")
 @app.queue_trigger(
-    arg_name="msg", queue_name="%RUN_QUEUE_NAME%-poison", connection="AzureWebJobsStorage"
+    arg_name="msg", queue_name="%RUN_QUEUE_NAME%-poison", connection=HOST_STORAGE_SETTING
 )
 def run_poison(msg: func.QueueMessage) -> None:
     run_triggers.on_poison_message(msg.get_body())

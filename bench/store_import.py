@@ -14,6 +14,7 @@ import uuid
 
 from devtools.azurite import start_azurite
 from shared.settings import Settings
+from shared.storage import StorageConnection
 from shared.store import open_store
 
 
@@ -33,7 +34,9 @@ def main() -> None:
 
     azurite = start_azurite()
     try:
-        settings = Settings(storage_connection=azurite.connection_string, table_prefix="bench")
+        settings = Settings(
+            storage=StorageConnection.from_string(azurite.connection_string), table_prefix="bench"
+        )
         store = open_store(settings)
         store.ensure()
 

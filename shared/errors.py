@@ -106,3 +106,8 @@ class StoreLimitError(StoreError):
 
 class StoreUnavailableError(StoreError):
     """Storage did not answer; transient."""
+
+
+class StoreAccessDeniedError(StoreError):
+    """Storage refused the connection's credential (bad or expired token, no data role, wrong
+    key) or no token could be obtained; retrying does not help until configuration changes."""

@@ -13,6 +13,12 @@ from enum import StrEnum
 from shared import ncrontab
 from shared.errors import ConfigurationError
 from shared.secrets_rule import secret_setting_problem
+from shared.storage import (
+    DATA_STORAGE_SETTING,
+    HOST_STORAGE_SETTING,
+    StorageConnection,
+    read_connection,
+)
 
 
 class AuthMode(StrEnum):
@@ -147,9 +153,52 @@ def _list(
     return tuple(part.lower() if lower else part for part in parts)
 
 
+# Every plain app setting Settings reads (the storage connections are CONNECTION_SETTINGS).
+# Written once: the deploy template, local.settings.example.json and the README are tested
+# against this list, and a test checks from_env reads no setting missing from it.
+SETTING_NAMES: tuple[str, ...] = (
+    "TABLE_PREFIX",
+    "RUN_QUEUE_NAME",
+    "REFRESH_SCHEDULE",
+    "SCHEDULE_TICK",
+    "ALLOWED_SALES_HOSTS",
+    "ALLOW_LOOPBACK_SALES",
+    "ENTRA_AUTHORITY_HOST",
+    "SALES_CA_BUNDLE",
+    "SALES_MAX_PARALLEL",
+    "SALES_CHUNK_SIZE",
+    "SALES_PAGE_SIZE",
+    "SALES_MAX_RETRIES",
+    "SALES_TIMEOUT_SECONDS",
+    "RUN_SLICE_SECONDS",
+    "LEASE_SECONDS",
+    "MAX_DEQUEUE_COUNT",
+    "AUTH_MODE",
+    "ENTRA_TENANT_ID",
+    "API_AUDIENCE",
+    "JWKS_URL",
+    "TOKEN_ISSUER",
+    "LOCAL_DEV_USER",
+    "LOCAL_DEV_ROLES",
+    "MAX_UPLOAD_BYTES",
+    "TOKEN_CACHE_KEY",
+)
+# Storage connections: `<name>` (connection string) or `<name>__...` (identity-based).
+# AzureWebJobsStorage is required (host, timers, the run queue and its trigger); the other is
+# an optional separate account for the tables only.
+CONNECTION_SETTINGS: tuple[str, ...] = (HOST_STORAGE_SETTING, DATA_STORAGE_SETTING)
+# Settings the Functions host itself resolves (%NAME% in a trigger): Python defaults never
+# reach it, so under the host they must be app settings.
+HOST_SETTINGS: tuple[str, ...] = ("REFRESH_SCHEDULE", "SCHEDULE_TICK", "RUN_QUEUE_NAME")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    storage_connection: str
+    # AzureWebJobsStorage: the run queue (the queue trigger's connection) and, by default,
+    # the tables.
+    storage: StorageConnection
+    # STORAGE_CONNECTION: a different account for the tables only (None: `storage`).
+    data_storage: StorageConnection | None = None
     table_prefix: str = "segexp"
     run_queue: str = "segment-export-runs"
     refresh_schedule: str = "0 0 2 * * *"
@@ -173,7 +222,7 @@ class Settings:
     entra_tenant_id: str | None = None
     api_audience: str | None = None
     jwks_url: str | None = None  # defaults to the tenant's discovery keys
-    token_issuer: str | None = None  # defaults to https://login.microsoftonline.com/<tenant>/v2.0
+    token_issuer: str | None = None  # default: the tenant's v1 + v2 issuers (api/identity.py)
     local_dev_user: str = "local-dev@localhost"
     local_dev_roles: tuple[str, ...] = ("Admin",)
     max_upload_bytes: int = 64 * 1024 * 1024
@@ -185,13 +234,19 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        storage = env.get("STORAGE_CONNECTION") or env.get("AzureWebJobsStorage") or ""
-        if not storage.strip():
+        storage = read_connection(env, HOST_STORAGE_SETTING)
+        if storage is None:
             raise ConfigurationError(
-                "setting AzureWebJobsStorage (or STORAGE_CONNECTION) is required: a Storage "
-                "connection string, or UseDevelopmentStorage=true for Azurite"
+                f"setting {HOST_STORAGE_SETTING} is required: a Storage connection string "
+                f"(UseDevelopmentStorage=true for Azurite), or {HOST_STORAGE_SETTING}__accountName"
+                f" / __queueServiceUri + __tableServiceUri with __credential=managedidentity"
             )
-        d = cls(storage_connection=storage.strip())  # every default, written once: the fields
+        if storage.identity_based:
+            storage.endpoint("queue")  # the run queue lives here: name the missing URI now
+        data_storage = read_connection(env, DATA_STORAGE_SETTING)
+        if (data_storage or storage).identity_based:
+            (data_storage or storage).endpoint("table")
+        d = cls(storage=storage)  # every default, written once: the fields
         try:
             auth_mode = AuthMode(_str(env, "AUTH_MODE", d.auth_mode.value).lower())
         except ValueError:
@@ -200,7 +255,8 @@ class Settings:
             ) from None
         refuse_local_dev_in_azure(env)
         settings = cls(
-            storage_connection=d.storage_connection,
+            storage=storage,
+            data_storage=data_storage,
             table_prefix=_str(env, "TABLE_PREFIX", d.table_prefix),
             run_queue=_str(env, "RUN_QUEUE_NAME", d.run_queue),
             refresh_schedule=_ncrontab(
@@ -248,6 +304,11 @@ class Settings:
                 "(or JWKS_URL and TOKEN_ISSUER)"
             )
         return settings
+
+    @property
+    def table_storage(self) -> StorageConnection:
+        """Where the tables live: STORAGE_CONNECTION if set, else AzureWebJobsStorage."""
+        return self.data_storage or self.storage
 
     def secret(self, setting_name: str) -> str:
         """Read a connection's client secret at run time from the named app setting, which

@@ -87,9 +87,9 @@ def test_from_env_takes_its_defaults_from_the_fields() -> None:
     assert (tweaked.table_prefix, tweaked.sales_chunk_size) == ("other", 250)
     assert tweaked.refresh_schedule == "0 30 1 * * *"
     plain = Settings.from_env(BASE)
-    direct = Settings(storage_connection=plain.storage_connection)
+    direct = Settings(storage=plain.storage)
     for f in fields(Settings):
-        if f.name not in ("storage_connection", "auth_mode", "environ"):
+        if f.name not in ("storage", "auth_mode", "environ"):
             assert getattr(plain, f.name) == getattr(direct, f.name), f.name
 
 

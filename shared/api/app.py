@@ -11,13 +11,19 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from shared.api.deps import ApiContext, SettingsProvider, StoreFactory, any_role, context
+from shared.api.deps import (
+    ApiContext,
+    ProblemsProvider,
+    SettingsProvider,
+    StoreFactory,
+    any_role,
+    context,
+)
 from shared.api.docs import docs_router
 from shared.api.identity import Caller, IdentityResolver
 from shared.api.middleware import GuardMiddleware, RequestGate, RouteRule, route_rules
 from shared.api.problems import CONFIGURATION_DETAIL, PROBLEM_JSON, ApiProblem, install_handlers
 from shared.api.schemas import HealthOut
-from shared.errors import ConfigurationError
 from shared.settings import Settings
 
 log = logging.getLogger("shared.api")
@@ -53,7 +59,10 @@ def create_api(
     *,
     store_factory: StoreFactory | None = None,
     resolver_factory: Callable[[Settings], IdentityResolver] | None = None,
+    problems_provider: ProblemsProvider | None = None,
 ) -> FastAPI:
+    """`problems_provider` defaults to the process's startup checks when settings come from
+    the environment (shared/config_check.py)."""
     from shared.api.routes import connections, customers, exports, runs, segments, sources
 
     api = FastAPI(
@@ -74,18 +83,37 @@ def create_api(
             },
         },
     )
-    ctx = ApiContext(settings_provider, store_factory, resolver_factory)
+    if problems_provider is None and settings_provider is _settings_from_env:
+        from shared.config_check import startup_problems
+
+        problems_provider = startup_problems
+    ctx = ApiContext(settings_provider, store_factory, resolver_factory, problems_provider)
     api.state.context = ctx
     install_handlers(api)
 
-    @api.get("/api/health", response_model=HealthOut, tags=["health"], summary="Liveness")
+    @api.get(
+        "/api/health",
+        response_model=HealthOut,
+        tags=["health"],
+        summary="Liveness and configuration",
+        responses={503: {"description": "configuration problems: each names its setting"}},
+    )
     def health(request: Request) -> HealthOut:
-        """Fails (503) while the settings are refused, so a probe sees a broken deployment."""
-        try:
-            context(request).settings()
-        except ConfigurationError as exc:
-            log.error("health: configuration error: %s", exc)
-            raise ApiProblem(503, CONFIGURATION_DETAIL, kind="configuration") from None
+        """Fails (503) while the configuration has problems (shared/config_check.py), so a
+        probe sees a broken deployment. Anonymous: it names the settings to fix, never their
+        values or the full messages (those are in the log, written once at start)."""
+        problems = context(request).problems()
+        if problems:
+            for problem in problems:
+                log.error(
+                    "health: configuration problem (%s): %s", problem.setting, problem.message
+                )
+            raise ApiProblem(
+                503,
+                CONFIGURATION_DETAIL,
+                kind="configuration",
+                errors=[{"field": p.setting, "message": "missing or invalid"} for p in problems],
+            )
         return HealthOut(status="ok")
 
     routers = [m.router for m in (connections, exports, runs, segments, customers, sources)]

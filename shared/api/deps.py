@@ -7,19 +7,22 @@ tables) and the identity resolver, and later requests reuse them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from shared.api.identity import Caller, IdentityResolver, IdentityUnavailable, NotAuthenticated
 from shared.api.problems import ApiProblem
+from shared.config_check import ConfigProblem
+from shared.errors import ConfigurationError
 from shared.models import Role
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
 SettingsProvider = Callable[[], Settings]
 StoreFactory = Callable[[Settings], StoreApi]
+ProblemsProvider = Callable[[], Sequence[ConfigProblem]]
 
 
 def _default_store_factory(settings: Settings) -> StoreApi:
@@ -38,8 +41,10 @@ class ApiContext:
         settings_provider: SettingsProvider,
         store_factory: StoreFactory | None = None,
         resolver_factory: Callable[[Settings], IdentityResolver] | None = None,
+        problems_provider: ProblemsProvider | None = None,
     ) -> None:
         self._settings_provider = settings_provider
+        self._problems_provider = problems_provider
         self._store_factory = store_factory or _default_store_factory
         self._resolver_factory = resolver_factory or IdentityResolver
         self._lock = threading.Lock()
@@ -53,6 +58,17 @@ class ApiContext:
                 if self._settings is None:
                     self._settings = self._settings_provider()
         return self._settings
+
+    def problems(self) -> Sequence[ConfigProblem]:
+        """Configuration problems (shared/config_check.py); without a provider, whether the
+        settings can be built at all."""
+        if self._problems_provider is not None:
+            return self._problems_provider()
+        try:
+            self.settings()
+        except ConfigurationError as error:
+            return (ConfigProblem("settings", str(error)),)
+        return ()
 
     def store(self) -> StoreApi:
         if self._store is None:

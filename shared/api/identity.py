@@ -19,9 +19,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.models import Role
 from shared.settings import AuthMode, Settings
@@ -176,9 +177,11 @@ class JwksCache:
 
 
 class TokenValidator:
-    def __init__(self, *, keys: JwksCache, issuer: str, audience: str, leeway: float = 60.0):
+    def __init__(
+        self, *, keys: JwksCache, issuers: Sequence[str], audience: str, leeway: float = 60.0
+    ):
         self.keys = keys
-        self.issuer = issuer
+        self.issuers = tuple(issuers)
         self.audience = audience
         self.leeway = leeway
 
@@ -205,7 +208,7 @@ class TokenValidator:
                 key=key,
                 algorithms=["RS256"],
                 audience=self.audience,
-                issuer=self.issuer,
+                issuer=self.issuers,
                 leeway=self.leeway,
                 options={"require": ["exp", "iss", "aud"]},
             )
@@ -245,14 +248,40 @@ def default_jwks_url(settings: Settings) -> str:
     return f"{settings.entra_authority_host}/{settings.entra_tenant_id}/discovery/v2.0/keys"
 
 
-def default_issuer(settings: Settings) -> str:
+# Entra's v1.0 access tokens are issued by the cloud's security token service, v2.0 tokens by
+# the authority host itself (Microsoft Q&A "token issuers for the sovereign clouds": global and
+# US Government v1 = https://sts.windows.net, China v1 = https://sts.chinacloudapi.cn and v2 =
+# https://login.partner.microsoftonline.cn). Unknown hosts (a local emulator) issue v2 only.
+_V1_ISSUER_HOSTS = {
+    "login.microsoftonline.com": "https://sts.windows.net",
+    "login.windows.net": "https://sts.windows.net",
+    "login.microsoftonline.us": "https://sts.windows.net",
+    "login.chinacloudapi.cn": "https://sts.chinacloudapi.cn",
+    "login.partner.microsoftonline.cn": "https://sts.chinacloudapi.cn",
+}
+_V2_ISSUER_HOSTS = {
+    "login.chinacloudapi.cn": "https://login.partner.microsoftonline.cn",
+}
+
+
+def accepted_issuers(settings: Settings) -> tuple[str, ...]:
+    """The token issuers the API accepts: TOKEN_ISSUER exactly when set; otherwise the
+    tenant's v2.0 issuer on ENTRA_AUTHORITY_HOST and its v1.0 issuer (the cloud's STS)."""
     if settings.token_issuer:
-        return settings.token_issuer
-    if not settings.entra_tenant_id:
+        return (settings.token_issuer,)
+    tenant = settings.entra_tenant_id
+    if not tenant:
         from shared.errors import ConfigurationError
 
         raise ConfigurationError("AUTH_MODE=entra needs TOKEN_ISSUER or ENTRA_TENANT_ID")
-    return f"https://login.microsoftonline.com/{settings.entra_tenant_id}/v2.0"
+    authority = settings.entra_authority_host.rstrip("/")
+    host = (urlsplit(authority).hostname or "").lower()
+    issuers = [f"{authority}/{tenant}/v2.0"]
+    if host in _V2_ISSUER_HOSTS:
+        issuers.append(f"{_V2_ISSUER_HOSTS[host]}/{tenant}/v2.0")
+    if host in _V1_ISSUER_HOSTS:
+        issuers.append(f"{_V1_ISSUER_HOSTS[host]}/{tenant}/")
+    return tuple(issuers)
 
 
 class IdentityResolver:
@@ -279,7 +308,7 @@ class IdentityResolver:
                     fetch=self._fetch,
                     min_refetch=self._min_refetch,
                 ),
-                issuer=default_issuer(self.settings),
+                issuers=accepted_issuers(self.settings),
                 audience=self.settings.api_audience or "",
             )
         return self._validator

@@ -42,14 +42,10 @@ def poison_queue_name(settings: Settings) -> str:
 def queue_client(settings: Settings, name: str | None = None) -> Any:
     """A QueueClient on the run queue (or another, e.g. its poison queue) that encodes and
     decodes base64 text like the Functions host does."""
-    from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+    from shared.store.clients import queue_client as make_queue_client
 
-    return QueueClient.from_connection_string(
-        settings.storage_connection,
-        name or settings.run_queue,
-        message_encode_policy=TextBase64EncodePolicy(),
-        message_decode_policy=TextBase64DecodePolicy(),
-    )
+    # The run queue and its poison queue live on AzureWebJobsStorage: the trigger's connection.
+    return make_queue_client(settings.storage, name or settings.run_queue)
 
 
 def serve(
@@ -179,8 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("azure", "httpx", "httpcore", "msal", "urllib3"):  # request-level chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from shared.config_check import startup_problems
     from shared.store import open_store
 
+    startup_problems()  # logs each configuration problem as an error naming its setting
     settings = Settings.from_env()
     store = open_store(settings)
     store.ensure()

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from azure.core.exceptions import (
+    ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
@@ -24,6 +25,7 @@ from shared.errors import (
     ConflictError,
     NotFoundError,
     PreconditionFailedError,
+    StoreAccessDeniedError,
     StoreError,
     StoreLimitError,
     StoreUnavailableError,
@@ -67,6 +69,18 @@ def map_error(error: BaseException, what: str) -> StoreError:
         return StoreUnavailableError(
             f"{what}: the table or queue does not exist (deleted, or storage was reset); "
             "it is created again on the next call"
+        )
+    if isinstance(error, ClientAuthenticationError) and not error.status_code:
+        # raised by the token credential before any request (no identity, bad client id)
+        return StoreAccessDeniedError(
+            f"{what}: no storage token could be obtained ({type(error).__name__}); check the "
+            "connection's __credential and __clientId settings and that the identity exists"
+        )
+    if isinstance(error, HttpResponseError) and error.status_code in (401, 403):
+        return StoreAccessDeniedError(
+            f"{what}: storage refused the credential (HTTP {error.status_code} "
+            f"{_code(error) or 'AuthenticationFailed'}); check the connection setting's key or "
+            "identity (__credential, __clientId) and its data role on the account"
         )
     if isinstance(error, ResourceNotFoundError):
         return NotFoundError(f"{what}: not found")

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConfigurationError
 from shared.models import RunMessage
+from shared.storage import StorageConnection
 from shared.store._boundary import register_cache, translated
+from shared.store.clients import queue_client
 
 if TYPE_CHECKING:  # the queue SDK costs ~170 ms to import: only load it when a queue is used
+    from azure.core.credentials import TokenCredential
     from azure.storage.queue import QueueClient
 
 _KEYS = {"exportId", "runId", "slice"}
@@ -89,13 +92,21 @@ class ReceivedRun:
 
 
 class RunQueue:
-    def __init__(self, connection_string: str, name: str, **client_options: Any) -> None:
+    def __init__(
+        self,
+        connection: StorageConnection,
+        name: str,
+        *,
+        credential: TokenCredential | None = None,
+        **client_options: Any,
+    ) -> None:
         if not _QUEUE_NAME.fullmatch(name) or "--" in name:
             raise ConfigurationError(
                 f"queue name {name!r} (RUN_QUEUE_NAME) must be 3-63 lowercase letters, digits "
                 "and single hyphens, starting and ending with a letter or digit"
             )
-        self._connection_string = connection_string
+        self.connection = connection
+        self._credential = credential
         self.name = name
         self._options = client_options
         self._client: QueueClient | None = None
@@ -112,18 +123,8 @@ class RunQueue:
             return self._client
         with self._lock:
             if self._client is None:
-                from azure.storage.queue import (
-                    QueueClient,
-                    TextBase64DecodePolicy,
-                    TextBase64EncodePolicy,
-                )
-
-                self._client = QueueClient.from_connection_string(
-                    self._connection_string,
-                    self.name,
-                    message_encode_policy=TextBase64EncodePolicy(),
-                    message_decode_policy=TextBase64DecodePolicy(),
-                    **self._options,
+                self._client = queue_client(
+                    self.connection, self.name, self._credential, **self._options
                 )
             if not self._ensured:
                 self._create(self._client)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from shared.errors import StoreAccessDeniedError
 from shared.settings import Settings
 from shared.store.budgets import BUDGETS, BudgetRepository
 from shared.store.customers import CUSTOMERS, CustomerRepository
@@ -31,6 +32,9 @@ from shared.store.schedules import SCHEDULE_CLAIMS, ScheduleClaimRepository
 from shared.store.segments import SEGMENT_CHUNKS, SEGMENTS, SegmentRepository
 from shared.store.signins import SIGNINS, SignInRepository
 from shared.store.tables import Tables
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 TABLES = (
     CONNECTIONS,
@@ -64,11 +68,17 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         client_options: dict[str, Any] | None = None,
+        credential: TokenCredential | None = None,
     ) -> None:
+        """`credential` replaces the token credential identity-based connections would build
+        (tests; see shared/store/clients.py for the default choice)."""
         options = dict(client_options or {})
         self.settings = settings
         self.tables = Tables(
-            settings.storage_connection, settings.table_prefix, **{**TABLE_RETRY, **options}
+            settings.table_storage,
+            settings.table_prefix,
+            credential=credential,
+            **{**TABLE_RETRY, **options},
         )
         for short in TABLES:  # fail fast on a bad TABLE_PREFIX, before any I/O
             self.tables.name(short)
@@ -84,15 +94,26 @@ class Store:
         self.budgets = BudgetRepository(self.tables, clock)
         self.signins = SignInRepository(self.tables)
         self.schedule_claims = ScheduleClaimRepository(self.tables)
+        # The run queue is always on AzureWebJobsStorage: the queue trigger's connection.
         self.queue = RunQueue(
-            settings.storage_connection, settings.run_queue, **{**QUEUE_RETRY, **options}
+            settings.storage,
+            settings.run_queue,
+            credential=credential,
+            **{**QUEUE_RETRY, **options},
         )
 
     def ensure(self) -> None:
-        """Create every table and the run queue if missing (idempotent)."""
-        for short in TABLES:
-            self.tables.client(short)
-        self.queue.ensure()
+        """Create every table and the run queue if missing (idempotent). A refused credential
+        is re-raised naming the connection setting, so a bad token is a clear startup error."""
+        try:
+            for short in TABLES:
+                self.tables.client(short)
+        except StoreAccessDeniedError as error:
+            raise StoreAccessDeniedError(f"{self.tables.connection.setting}: {error}") from error
+        try:
+            self.queue.ensure()
+        except StoreAccessDeniedError as error:
+            raise StoreAccessDeniedError(f"{self.queue.connection.setting}: {error}") from error
 
     def close(self) -> None:
         self.tables.close()
@@ -100,5 +121,5 @@ class Store:
 
 
 def open_store(settings: Settings, **kwargs: Any) -> Store:
-    """A Store over settings.storage_connection (no I/O until first use)."""
+    """A Store over the settings' storage connections (no I/O until first use)."""
     return Store(settings, **kwargs)

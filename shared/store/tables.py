@@ -7,13 +7,15 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
 from shared.errors import ConfigurationError, NotFoundError, StoreUnavailableError
+from shared.storage import StorageConnection
 from shared.store._boundary import register_cache, translated
+from shared.store.clients import table_service
 from shared.store.limits import (
     INT32_MAX,
     INT32_MIN,
@@ -24,6 +26,9 @@ from shared.store.limits import (
 
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 _SYSTEM = ("PartitionKey", "RowKey", "Timestamp")
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 Operation = tuple[Any, ...]  # ("upsert", entity, {...}) as azure-data-tables expects
 
@@ -61,8 +66,16 @@ def properties(entity: Mapping[str, Any]) -> dict[str, Any]:
 class Tables:
     """Table names (prefix + name), one lazily built service client, tables created on first use."""
 
-    def __init__(self, connection_string: str, prefix: str, **client_options: Any) -> None:
-        self._connection_string = connection_string
+    def __init__(
+        self,
+        connection: StorageConnection,
+        prefix: str,
+        *,
+        credential: TokenCredential | None = None,
+        **client_options: Any,
+    ) -> None:
+        self.connection = connection
+        self._credential = credential
         self._prefix = prefix
         self._options = client_options
         self._service: TableServiceClient | None = None
@@ -86,9 +99,7 @@ class Tables:
 
     def _service_client(self) -> TableServiceClient:
         if self._service is None:
-            self._service = TableServiceClient.from_connection_string(
-                self._connection_string, **self._options
-            )
+            self._service = table_service(self.connection, self._credential, **self._options)
         return self._service
 
     def client(self, short: str) -> TableClient:

@@ -32,7 +32,7 @@ NO_ROLE = principal_header("nora@contoso.test")
 
 def base_env(azurite: Any, table_prefix: str, **extra: str) -> dict[str, str]:
     env = {
-        "STORAGE_CONNECTION": azurite.connection_string,
+        "AzureWebJobsStorage": azurite.connection_string,
         "TABLE_PREFIX": table_prefix,
         "RUN_QUEUE_NAME": f"{table_prefix}-runs",
         "AUTH_MODE": "easyauth",

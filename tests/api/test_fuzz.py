@@ -30,7 +30,7 @@ MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "12"))  # deeper: set it 
 def fuzz_schema(azurite: Any) -> Iterator[Any]:
     prefix = "fz" + uuid.uuid4().hex[:10]
     env = {
-        "STORAGE_CONNECTION": azurite.connection_string,
+        "AzureWebJobsStorage": azurite.connection_string,
         "TABLE_PREFIX": prefix,
         "RUN_QUEUE_NAME": f"{prefix}-runs",
         "AUTH_MODE": "local-dev",

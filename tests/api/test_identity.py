@@ -15,8 +15,8 @@ from shared.api.identity import (
     Caller,
     IdentityResolver,
     JwksCache,
+    accepted_issuers,
     decode_client_principal,
-    default_issuer,
     default_jwks_url,
     highest_role,
 )
@@ -191,7 +191,7 @@ def test_health_is_anonymous_and_says_nothing_else(make_client: Callable[..., Te
 def test_default_key_url_and_issuer_follow_the_tenant() -> None:
     settings = Settings.from_env(
         {
-            "STORAGE_CONNECTION": "UseDevelopmentStorage=true",
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
             "API_AUDIENCE": AUDIENCE,
             "ENTRA_TENANT_ID": "contoso.onmicrosoft.com",
         }
@@ -199,15 +199,16 @@ def test_default_key_url_and_issuer_follow_the_tenant() -> None:
     assert default_jwks_url(settings) == (
         "https://login.microsoftonline.com/contoso.onmicrosoft.com/discovery/v2.0/keys"
     )
-    assert (
-        default_issuer(settings) == "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
+    assert accepted_issuers(settings) == (
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0",
+        "https://sts.windows.net/contoso.onmicrosoft.com/",
     )
     keys_only = Settings.from_env(
         {
-            "STORAGE_CONNECTION": "UseDevelopmentStorage=true",
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
             "API_AUDIENCE": AUDIENCE,
             "JWKS_URL": "http://127.0.0.1:1/keys",
         }
     )
     with pytest.raises(ConfigurationError):
-        default_issuer(keys_only)
+        accepted_issuers(keys_only)

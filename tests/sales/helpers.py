@@ -13,7 +13,7 @@ from shared.settings import Settings
 
 def settings_for(emu: Any, **extra: str) -> Settings:
     env = {
-        "STORAGE_CONNECTION": "UseDevelopmentStorage=true",
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
         "AUTH_MODE": "local-dev",
         "ENTRA_AUTHORITY_HOST": emu.authority_host,
         "SALES_CA_BUNDLE": emu.ca_file,

@@ -116,7 +116,7 @@ def test_factory_builds_the_provider_the_credential_asks_for() -> None:
     from shared.settings import Settings
 
     settings = Settings.from_env(
-        {"STORAGE_CONNECTION": "UseDevelopmentStorage=true", "AUTH_MODE": "local-dev", "S": "x"}
+        {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "AUTH_MODE": "local-dev", "S": "x"}
     )
 
     def connection(credential: Credential) -> Connection:

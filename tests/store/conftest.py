@@ -7,13 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 from shared.settings import Settings
+from shared.storage import StorageConnection
 from shared.store import Store, open_store
 from tests.support import Azurite
 
 
 def make_settings(azurite: Azurite, prefix: str) -> Settings:
     return Settings(
-        storage_connection=azurite.connection_string,
+        storage=StorageConnection.from_string(azurite.connection_string),
         table_prefix=prefix,
         run_queue=f"runs-{prefix}",
     )

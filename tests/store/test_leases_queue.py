@@ -13,6 +13,7 @@ from azure.storage.queue import QueueClient
 from shared.errors import ConflictError, StoreUnavailableError
 from shared.models import RunMessage
 from shared.settings import Settings
+from shared.storage import StorageConnection
 from shared.store import Store, decode_message, encode_message, open_store
 from tests.support import free_port
 
@@ -85,7 +86,7 @@ def test_same_holder_may_reacquire(timed_store: Store) -> None:
 def test_queue_round_trip_is_base64_json(store: Store, settings: Settings) -> None:
     store.ensure()
     store.queue.send(RunMessage("e1", "r1", slice=2))
-    raw = QueueClient.from_connection_string(settings.storage_connection, settings.run_queue)
+    raw = QueueClient.from_connection_string(settings.storage.connection_string, settings.run_queue)
     (stored,) = raw.receive_messages(max_messages=1, visibility_timeout=1)
     assert json.loads(base64.b64decode(stored.content)) == {
         "exportId": "e1",
@@ -143,7 +144,7 @@ def test_encode_message_shape() -> None:
 def test_unreachable_storage_maps_to_store_unavailable() -> None:
     port = free_port()  # nothing listens here
     settings = Settings(
-        storage_connection=(
+        storage=StorageConnection.from_string(
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
             "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
             f"KBHBeksoGMGw==;TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"

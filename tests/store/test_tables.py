@@ -23,6 +23,7 @@ from shared.errors import (
 )
 from shared.models import RunMessage
 from shared.settings import Settings
+from shared.storage import StorageConnection
 from shared.store import Store, open_store
 from shared.store._boundary import map_error
 from shared.store.tables import batches
@@ -92,7 +93,9 @@ def test_bad_table_prefix_or_queue_name_is_a_configuration_error(
     azurite: Azurite, prefix: str, queue: str
 ) -> None:
     settings = Settings(
-        storage_connection=azurite.connection_string, table_prefix=prefix, run_queue=queue
+        storage=StorageConnection.from_string(azurite.connection_string),
+        table_prefix=prefix,
+        run_queue=queue,
     )
     with pytest.raises(ConfigurationError):
         open_store(settings)
@@ -109,7 +112,7 @@ def test_a_table_deleted_behind_our_back_is_created_again(store: Store) -> None:
 def test_a_queue_deleted_behind_our_back_is_created_again(store: Store) -> None:
     store.queue.send(RunMessage("e", "r"))
     QueueClient.from_connection_string(
-        store.settings.storage_connection, store.settings.run_queue
+        store.settings.storage.connection_string, store.settings.run_queue
     ).delete_queue()
     with pytest.raises(StoreUnavailableError):
         store.queue.send(RunMessage("e", "r"))
