@@ -233,7 +233,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = dict(os.environ if environ is None else environ)
+        env: Mapping[str, str] = dict(os.environ) if environ is None else environ
         storage = read_connection(env, HOST_STORAGE_SETTING)
         if storage is None:
             raise ConfigurationError(
