@@ -134,3 +134,31 @@ def test_segment_names_reads_the_stored_json_and_reports_the_rest() -> None:
     assert segment_names("A,B") is None
     assert segment_names(None) is None
     assert segment_names('{"Segments":[1]}') is None
+
+
+def test_reading_through_another_connection_of_the_same_identity_shares_the_gate(
+    store: Any, settings: Any, cid_emu: Any
+) -> None:
+    from shared.models import Export, ExportSource, SourceKind
+    from shared.sources import open_source
+    from tests.runs.helpers import make_connection
+
+    sales = make_connection(store, cid_emu, contact_field=COLUMN)
+    reader = make_connection(store, cid_emu, contact_field=COLUMN)
+    export = Export(
+        id="e",
+        display_name="e",
+        connection_id=sales.id,
+        segments=["VIP"],
+        source=ExportSource(SourceKind.CUSTOMER_INSIGHTS, reader.id),
+    )
+    with (
+        open_sales_client(sales, settings) as client,
+        open_source(store, settings, export, sales, client=client) as source,
+    ):
+        assert isinstance(source, CustomerInsightsSource)
+        # its own client (another connection record), but one throttling budget per
+        # environment and identity: the same gate as the writes
+        assert source._client is not client
+        assert source._client.gate is client.gate
+        assert len(source.members("VIP")) == 900
