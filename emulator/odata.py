@@ -55,7 +55,8 @@ def bad_request(message: str, code: str = CODE_QUERY) -> ApiError:
 
 
 def unsupported(what: str) -> ApiError:
-    return ApiError(400, CODE_QUERY, f"The Dataverse emulator does not support {what}.")
+    """501: a documented feature the emulator does not emulate (not a client error)."""
+    return ApiError(501, CODE_QUERY, f"The Dataverse emulator does not support {what}.")
 
 
 # ---- literals and $filter ---------------------------------------------------------------------
@@ -77,7 +78,20 @@ class In:
     values: tuple[Any, ...]
 
 
-Condition = Eq | In
+@dataclass(frozen=True)
+class Ne:
+    prop: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Or:
+    """Any of the groups holds; each group is conditions joined by 'and'."""
+
+    groups: tuple[tuple[Condition, ...], ...]
+
+
+Condition = Eq | In | Ne | Or
 
 _TOKEN = re.compile(
     r"""
@@ -153,11 +167,21 @@ class FilterParser:
     def _unexpected(self) -> ApiError:
         tok = self._peek()
         word = tok.text if tok else "end"
-        if tok is not None and tok.text.lower() in {"or", "not", "ne", "gt", "ge", "lt", "le"}:
-            return unsupported(f"'{tok.text}' in $filter (only 'eq', 'and' and In)")
+        if tok is not None and tok.text.lower() in {"not", "gt", "ge", "lt", "le"}:
+            return unsupported(f"'{tok.text}' in $filter (only 'eq', 'ne', 'and', 'or' and In)")
         return bad_request(f"Syntax error in '$filter' at '{word}'.")
 
     def _expr(self) -> list[Condition]:
+        """'and' binds tighter than 'or' (OData); a single group is returned flat."""
+        groups = [self._and()]
+        while (tok := self._peek()) is not None and tok.text == "or":
+            self.pos += 1
+            groups.append(self._and())
+        if len(groups) == 1:
+            return groups[0]
+        return [Or(tuple(tuple(g) for g in groups))]
+
+    def _and(self) -> list[Condition]:
         conds = self._primary()
         while (tok := self._peek()) is not None and tok.text == "and":
             self.pos += 1
@@ -178,12 +202,15 @@ class FilterParser:
         if "." in tok.text or "/" in tok.text:
             raise unsupported(f"the function or path '{tok.text}' in $filter")
         op = self._peek()
-        if op is None or op.text != "eq":
+        if tok.text == "not" or (op is not None and op.text == "("):  # not, contains(), ...
+            raise unsupported(f"the function or operator '{tok.text}' in $filter")
+        if op is None or op.text not in ("eq", "ne"):
             raise self._unexpected()
         self.pos += 1
         prop = self._prop(tok.text)
         lit = self._literal()
-        return [Eq(prop, self._convert(prop, lit))]
+        value = self._convert(prop, lit)
+        return [Eq(prop, value) if op.text == "eq" else Ne(prop, value)]
 
     def _prop(self, name: str) -> str:
         if name not in self.props:

@@ -29,8 +29,11 @@ Documented choices for behaviour the reference marks UNCONFIRMED (also in README
 * Strict headers: OData-Version: 4.0, OData-MaxVersion: 4.0 and an Accept naming application/json
   are required on every outer API request (real Dataverse is lenient about some of these); parts
   inside $batch are exempt.
-* Unsupported OData (other system query options, 'or', other operators/functions, $top combined
-  with odata.maxpagesize) is a 400 that says the emulator does not support it.
+* $filter supports eq, ne, and, or, parentheses and Microsoft.Dynamics.CRM.In. Documented OData
+  the emulator does not emulate (other system query options, other operators/functions, $top
+  combined with odata.maxpagesize, metadata changes) is a 501 that says so, so a gap is never
+  mistaken for a client error. EntityDefinitions (read-only) serves the metadata Microsoft's
+  Python SDK reads (emulator/metadata.py).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from emulator import odata
 from emulator.auth import Principal
 from emulator.config import EmulatorConfig
 from emulator.data import normalize_guid
+from emulator.filters import all_hold, group_key_values
+from emulator.metadata import Metadata, is_metadata_path
 from emulator.odata import (
     BOOL,
     CODE_DUPLICATE,
@@ -176,6 +181,8 @@ def classify(method: str, path: str) -> str:
             return "remove-member"
     if path == "":
         return "service-document"
+    if is_metadata_path(path):
+        return "metadata"
     return cid_tables.classify(method, path) or "other"
 
 
@@ -205,8 +212,12 @@ class WebApi:
         try:
             if not req.in_batch:
                 self._check_headers(req)
-            q = self._parse_query(query, req)
-            resp = self._route(req, path, q)
+            if is_metadata_path(path):  # its own query options ($expand): emulator/metadata.py
+                body = Metadata(self.service_root).handle(req.method, path, query)
+                resp = ApiResponse(200, kind, body)
+            else:
+                q = self._parse_query(query, req)
+                resp = self._route(req, path, q)
         except ApiError as err:
             resp = ApiResponse(err.status, kind, err.body(), dict(err.headers))
         resp.kind = kind
@@ -490,20 +501,14 @@ class WebApi:
             conds = odata.parse_filter(
                 q.options["$filter"], q.aliases, CONTACT_FILTER_PROPS, "contact"
             )
-        ids: set[str] | None = None
-        checks: list[Eq] = []
         for c in conds:
-            if c.prop == "contactid":
-                values = set(c.values) if isinstance(c, In) else {c.value}
-                ids = values if ids is None else ids & values
-            elif isinstance(c, In):
+            if isinstance(c, In) and c.prop != "contactid":
                 raise unsupported(f"Microsoft.Dynamics.CRM.In on '{c.prop}'")
-            else:
-                checks.append(c)
+        ids = group_key_values(conds, "contactid")  # looked up by id instead of a scan
         after = self._after("contacts", q)
 
         def matches(row: dict[str, Any]) -> bool:
-            return all(row.get(c.prop) == c.value for c in checks)
+            return all_hold(conds, row)
 
         def by_id() -> Iterator[tuple[str, dict[str, Any]]]:
             for cid in sorted(ids or ()):
@@ -724,18 +729,8 @@ class WebApi:
         after = self._after("lists", q)
 
         def matches(row: dict[str, Any]) -> bool:
-            for c in conds:
-                values = c.values if isinstance(c, In) else (c.value,)
-                have = row.get(c.prop)
-                if c.prop == "listname":  # string comparisons are case-insensitive [S7]
-                    if not any(
-                        isinstance(v, str) and (have or "").casefold() == v.casefold()
-                        for v in values
-                    ):
-                        return False
-                elif have not in values:
-                    return False
-            return True
+            # string comparisons are case-insensitive [S7]
+            return all_hold(conds, row, fold=frozenset({"listname"}))
 
         def rows() -> Iterator[tuple[str, dict[str, Any]]]:
             for row in self.state.all_lists():
@@ -872,7 +867,7 @@ class WebApi:
             )
         list_ids = {c.value for c in conds if isinstance(c, Eq) and c.prop == "_listid_value"}
         entity = [c for c in conds if not (isinstance(c, Eq) and c.prop == "_listid_value")]
-        if len(list_ids) != 1 or any(isinstance(c, In) for c in entity):
+        if len(list_ids) != 1 or any(not isinstance(c, Eq) for c in entity):
             raise unsupported(
                 "listmembers queries other than $filter=_listid_value eq <id> [and "
                 "_entityid_value eq <id>]"

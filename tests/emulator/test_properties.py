@@ -57,15 +57,15 @@ def _get(target: str) -> int:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(filter_atoms, max_size=8).map("".join), st.sampled_from(["contacts", "lists"]))
-def test_any_filter_is_answered_200_or_400(flt: str, entity: str) -> None:
+def test_any_filter_is_answered_200_400_or_501(flt: str, entity: str) -> None:
     status = _get(f"{entity}?$filter={quote(flt)}&@p1='contactid'")
-    assert status in (200, 400)
+    assert status in (200, 400, 501)  # 501: documented OData the emulator does not emulate
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=40))
 def test_any_path_is_answered_without_crashing(path: str) -> None:
-    assert _get(quote(path)) in (200, 400, 404, 405)
+    assert _get(quote(path)) in (200, 400, 404, 405, 501)
 
 
 @settings(max_examples=60, deadline=None)

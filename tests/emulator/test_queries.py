@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -169,16 +170,33 @@ def test_missing_odata_headers_are_400(emu: RunningEmulator, missing: str) -> No
 @pytest.mark.parametrize(
     "query",
     [
-        "contacts?$filter=statecode eq 0 or statecode eq 1",
-        "contacts?$filter=statecode ne 0",
         "contacts?$filter=contains(fullname,'a')",
+        "contacts?$filter=statecode gt 0",
+        "contacts?$filter=not (statecode eq 0)",
+        "contacts?$orderby=contactid",
+        "contacts?$expand=parentcustomerid",
+        "contacts?$count=true",
+        "lists?$filter=startswith(listname,'S')",
+        "listmembers?$select=_entityid_value",
+        "WhoAmI?$select=UserId",
+        "contacts?$filter=contactid eq null",
+    ],
+)
+def test_what_the_emulator_does_not_emulate_is_501(client: httpx.Client, query: str) -> None:
+    r = client.get(query)
+    assert r.status_code == 501, r.text
+    assert "emulator does not support" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
         "contacts?$filter=contactid eq '00000000-0000-0000-0000-000000000000'",  # quoted guid
         "contacts?$filter=statecode eq '0'",
         "contacts?$filter=nosuch eq 1",
         "contacts?$select=nosuch",
-        "contacts?$orderby=contactid",
-        "contacts?$expand=parentcustomerid",
-        "contacts?$count=true",
+        "contacts?$filter=statecode eq 0 or",
+        "contacts?$filter=statecode ne",
         # aliases used but not defined:
         "contacts?$filter=Microsoft.Dynamics.CRM.In(PropertyName=@p1,PropertyValues=@p2)",
         "contacts?$filter=Microsoft.Dynamics.CRM.In(PropertyName='contactid',PropertyValues=['x'])",
@@ -186,20 +204,46 @@ def test_missing_odata_headers_are_400(emu: RunningEmulator, missing: str) -> No
         "contacts?$skiptoken=bogus",
         "lists?$filter=listname eq Segment",
         "lists?$filter=type eq 0",
-        "lists?$filter=startswith(listname,'S')",
-        "listmembers?$select=_entityid_value",
-        "WhoAmI?$select=UserId",
     ],
 )
-def test_unsupported_or_malformed_queries_are_400(client: httpx.Client, query: str) -> None:
+def test_malformed_queries_are_400(client: httpx.Client, query: str) -> None:
     r = client.get(query)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "0x80060888"
 
 
-def test_top_with_maxpagesize_is_rejected(client: httpx.Client) -> None:
+def test_top_with_maxpagesize_is_not_emulated(client: httpx.Client) -> None:
     r = client.get("contacts?$select=contactid&$top=5", headers={"Prefer": "odata.maxpagesize=2"})
-    assert r.status_code == 400
+    assert r.status_code == 501
+
+
+def test_ne_and_or_filters(client: httpx.Client, emu: RunningEmulator) -> None:
+    a, b, c = (emu.contact_id(i) for i in (1, 2, 3))
+    inactive = {emu.contact_id(i) for i in range(emu.config.contacts) if emu.is_inactive(i)}
+    rows = _all(client, "contacts?$select=contactid&$filter=statecode ne 0")
+    assert {r["contactid"] for r in rows} == inactive
+    rows = _all(client, f"contacts?$select=contactid&$filter=contactid eq {a} or contactid eq {b}")
+    assert {r["contactid"] for r in rows} == {a, b}
+    query = f"(contactid eq {a} or contactid eq {c}) and contactid ne {a}"
+    assert {
+        r["contactid"] for r in _all(client, f"contacts?$select=contactid&$filter={query}")
+    } == {c}
+    create_list(client, "Alpha")
+    create_list(client, "Beta")
+    rows = _all(client, "lists?$select=listname&$filter=listname eq 'alpha' or listname eq 'BETA'")
+    assert sorted(r["listname"] for r in rows) == ["Alpha", "Beta"]
+    rows = _all(client, "lists?$select=listname&$filter=listname ne 'ALPHA'")
+    assert [r["listname"] for r in rows] == ["Beta"]
+
+
+def _all(client: httpx.Client, url: str | None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    while url:
+        r = client.get(url)
+        assert r.status_code == 200, r.text
+        rows += r.json()["value"]
+        url = r.json().get("@odata.nextLink")
+    return rows
 
 
 def test_skiptoken_is_bound_to_its_query(client: httpx.Client, emu: RunningEmulator) -> None:
@@ -258,7 +302,7 @@ def test_create_list_validation(client: httpx.Client) -> None:
 
 
 def test_null_literals_and_null_required_columns_are_400(client: httpx.Client) -> None:
-    assert client.get("contacts?$filter=contactid eq null").status_code == 400
+    assert client.get("contacts?$filter=contactid eq null").status_code == 501  # not emulated
     list_id = create_list(client)
     assert client.patch(f"lists({list_id})", json={"listname": None}).status_code == 400
     assert client.patch(f"lists({list_id})", json={"type": None}).status_code == 400
