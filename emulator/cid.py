@@ -373,7 +373,10 @@ def _parse(q: _Query, name: str, entity: str) -> tuple[str | None, list[Any]]:
         return m.group(1).replace("''", "'"), []
     if "contains(" in text:
         raise unsupported("contains() combined with other conditions")
-    return None, odata.parse_filter(text, q.aliases, _FILTER_PROPS[name], entity)
+    conds = odata.parse_filter(text, q.aliases, _FILTER_PROPS[name], entity)
+    if any(not isinstance(c, Eq | In) for c in conds):  # 'ne' / 'or' (emulator/filters.py)
+        raise unsupported(f"'ne' and 'or' in $filter on {name}")
+    return None, conds
 
 
 def _position(i: int) -> str:
