@@ -223,6 +223,58 @@ class SegmentResult:
     source: SourceRead | None = None  # what this segment's members were read from
 
 
+class NotificationFormat(StrEnum):
+    TEAMS = "teams"  # a Teams workflow ("When a Teams webhook request is received"): Adaptive Card
+    SLACK = "slack"  # a Slack incoming webhook
+    JSON = "json"  # generic JSON, signed with HMAC-SHA256 over the body
+
+
+@dataclass(slots=True)
+class NotificationTarget:
+    """Where outcome changes are sent. The webhook URL (and the JSON signing secret) live in app
+    settings NAMED here, like connection secrets: the table never holds them."""
+
+    id: str
+    display_name: str
+    format: NotificationFormat
+    url_setting: str
+    secret_setting: str | None = None  # required for json: the HMAC key's app setting
+    export_ids: list[str] | None = None  # None: every export
+    enabled: bool = True
+    audit: Audit = field(default_factory=Audit)
+    etag: str | None = None
+
+    def covers(self, export_id: str) -> bool:
+        return self.enabled and (self.export_ids is None or export_id in self.export_ids)
+
+
+@dataclass(slots=True)
+class NotifyState:
+    """The last outcome told to one target about one export (ETag-guarded)."""
+
+    export_id: str
+    target_id: str
+    outcome: str = "ok"  # ok, failed, partially-succeeded
+    reason_key: str = ""  # the normalised reason last told
+    run_id: str = ""  # the run that last changed the state
+    delivered: bool = True  # whether telling it worked (if not, the next alike run retries)
+    etag: str | None = None
+
+
+@dataclass(slots=True)
+class NotificationResult:
+    """One notification sent after a run (shared/notify): to which target, what, and how it went.
+    Never holds the webhook URL (that lives only in the app setting the target names)."""
+
+    target_id: str
+    event: str  # failed, partially-succeeded, recovered
+    delivered: bool
+    attempts: int = 0
+    status_code: int | None = None
+    error: str | None = None
+    at: str = ""  # ISO 8601 UTC of the last attempt
+
+
 @dataclass(slots=True)
 class Run:
     export_id: str
@@ -244,6 +296,7 @@ class Run:
     slice_attempts: int = 0  # starts of attempted_slice (crash loops -> MAX_DEQUEUE_COUNT)
     requeues: int = 0  # times the abandoned-run rule queued the run again (shared/runs/sweeper)
     etag: str | None = None
+    notifications: list[NotificationResult] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

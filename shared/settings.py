@@ -203,6 +203,9 @@ class Settings:
     run_queue: str = "segment-export-runs"
     refresh_schedule: str = "0 0 2 * * *"
     schedule_tick: str = "0 * * * * *"  # the timer that starts exports with their own schedule
+    # Notifications (shared/notify)
+    allow_loopback_webhooks: bool = False  # http(s)://127.0.0.1 webhooks (local development only)
+    notify_timeout_seconds: float = 20.0  # all deliveries after one run, retries included
     # Sales connections
     allowed_sales_hosts: tuple[str, ...] = DEFAULT_ALLOWED_SALES_HOSTS
     allow_loopback_sales: bool = False
@@ -263,6 +266,12 @@ class Settings:
                 "REFRESH_SCHEDULE", _str(env, "REFRESH_SCHEDULE", d.refresh_schedule)
             ),
             schedule_tick=_ncrontab("SCHEDULE_TICK", _str(env, "SCHEDULE_TICK", d.schedule_tick)),
+            allow_loopback_webhooks=_bool(
+                env, "ALLOW_LOOPBACK_WEBHOOKS", d.allow_loopback_webhooks
+            ),
+            notify_timeout_seconds=_float(
+                env, "NOTIFY_TIMEOUT_SECONDS", d.notify_timeout_seconds, low=1, high=120
+            ),
             allowed_sales_hosts=_list(env, "ALLOWED_SALES_HOSTS", d.allowed_sales_hosts),
             allow_loopback_sales=_bool(env, "ALLOW_LOOPBACK_SALES", d.allow_loopback_sales),
             entra_authority_host=_str(env, "ENTRA_AUTHORITY_HOST", d.entra_authority_host).rstrip(

@@ -63,7 +63,15 @@ def create_api(
 ) -> FastAPI:
     """`problems_provider` defaults to the process's startup checks when settings come from
     the environment (shared/config_check.py)."""
-    from shared.api.routes import connections, customers, exports, runs, segments, sources
+    from shared.api.routes import (
+        connections,
+        customers,
+        exports,
+        notifications,
+        runs,
+        segments,
+        sources,
+    )
 
     api = FastAPI(
         title="Segment Export for Dynamics 365 Sales",
@@ -116,7 +124,9 @@ def create_api(
             )
         return HealthOut(status="ok")
 
-    routers = [m.router for m in (connections, exports, runs, segments, customers, sources)]
+    routers = [
+        m.router for m in (connections, exports, runs, segments, customers, sources, notifications)
+    ]
     for router in routers:
         api.include_router(router)
 

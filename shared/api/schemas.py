@@ -30,6 +30,8 @@ from shared.models import (
     Export,
     ExportMode,
     ExportSource,
+    NotificationFormat,
+    NotificationTarget,
     Schedule,
     ScheduleKind,
     SignIn,
@@ -576,6 +578,16 @@ class SegmentResultOut(OutputModel):
     )
 
 
+class NotificationResultOut(OutputModel):
+    target_id: str
+    event: str
+    delivered: bool
+    attempts: int
+    status_code: int | None = None
+    error: str | None = None
+    at: str
+
+
 class RunOut(OutputModel):
     id: str
     export_id: str
@@ -591,6 +603,9 @@ class RunOut(OutputModel):
     reason: str | None = None
     slices: int = 0
     cancel_requested: bool = False
+    notifications: list[NotificationResultOut] = Field(
+        default_factory=list, description="notifications sent after this run and how they went"
+    )
 
 
 class RunPage(OutputModel):
@@ -670,3 +685,78 @@ def segment_info_out(info: Any) -> SegmentInfoOut:
 class ImportReportOut(OutputModel):
     rows: int = Field(description="rows received")
     upserted: int = Field(description="customers written (all rows, or none on any error)")
+
+
+# --- notification targets ----------------------------------------------------------------------
+
+
+class NotificationTargetIn(InputModel):
+    display_name: DisplayName
+    format: NotificationFormat = Field(
+        description="teams (a Teams workflow webhook), slack (incoming webhook) or json (generic, "
+        "signed with HMAC-SHA256 over the body)"
+    )
+    url_setting: SettingName = Field(
+        description="NAME of the app setting (or Key Vault reference) holding the webhook URL; "
+        "never the URL itself"
+    )
+    secret_setting: SettingName | None = Field(
+        default=None,
+        description="json only (required there): NAME of the app setting with the HMAC key",
+    )
+    exports: Annotated[list[ResourceId], Field(max_length=500)] | None = Field(
+        default=None, description="export ids this target hears about; null or absent: all"
+    )
+    enabled: bool = True
+
+
+class NotificationTargetPatch(InputModel):
+    """JSON merge patch of a target; the merged target is validated as a whole."""
+
+    display_name: str | None = None
+    format: str | None = None
+    url_setting: str | None = None
+    secret_setting: str | None = None
+    exports: list[Any] | None = None
+    enabled: bool | None = None
+
+
+class NotificationTargetOut(AuditOut):
+    id: str
+    display_name: str
+    format: NotificationFormat
+    url_setting: str
+    secret_setting: str | None = None
+    exports: list[str] | None
+    enabled: bool
+
+
+class NotificationTargetList(OutputModel):
+    items: list[NotificationTargetOut]
+
+
+def notification_target_input_dict(target: NotificationTarget) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "displayName": target.display_name,
+        "format": target.format.value,
+        "urlSetting": target.url_setting,
+        "enabled": target.enabled,
+    }
+    if target.secret_setting:
+        document["secretSetting"] = target.secret_setting
+    if target.export_ids is not None:
+        document["exports"] = list(target.export_ids)
+    return document
+
+
+def notification_target_out(target: NotificationTarget) -> NotificationTargetOut:
+    return NotificationTargetOut(
+        id=target.id,
+        display_name=target.display_name,
+        format=target.format,
+        url_setting=target.url_setting,
+        secret_setting=target.secret_setting,
+        exports=None if target.export_ids is None else list(target.export_ids),
+        enabled=target.enabled,
+        **_audit(target.audit),
+    )

@@ -22,7 +22,7 @@ from shared.runs.requests import (
     request_run,
 )
 from shared.runs.sweeper import free_if_abandoned
-from shared.runs.worker import Outcome, finish_abandoned, process_message
+from shared.runs.worker import Outcome, decode_run_message, finish_abandoned, process_message
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
@@ -129,17 +129,35 @@ def on_run_message(
         settings, store = runtime()
     outcome = process_message(store, settings, body, dequeue_count=dequeue_count)
     log.info("run message handled: %s (delivery %d)", outcome, dequeue_count)
+    if outcome is Outcome.FINISHED:  # the final status is saved and the lease released
+        after_final(store, settings, body)
     return outcome
+
+
+def after_final(store: StoreApi, settings: Settings, body: str | bytes) -> None:
+    """Notifications for a run whose final status is saved: bounded (NOTIFY_TIMEOUT_SECONDS),
+    and nothing they do (a broken or slow webhook, a store error) reaches the run or the queue."""
+    try:
+        from shared.notify.service import notify_run_finished  # lazy: only after a final run
+
+        message = decode_run_message(store, body)
+        notify_run_finished(store, settings, message.export_id, message.run_id)
+    except Exception as exc:
+        log.warning("notifications after a run failed (%s)", type(exc).__name__)
 
 
 def on_poison_message(body: str | bytes, *, store: StoreApi | None = None) -> Run | None:
     """The host gave up on a run message (it failed max-dequeue-count times, e.g. the worker
     process kept dying): make sure the run is not left running for ever."""
+    settings = None
     if store is None:
-        _, store = runtime()
-    return finish_abandoned(
+        settings, store = runtime()
+    run = finish_abandoned(
         store,
         body,
         "the worker stopped repeatedly while running this run and it was given up; "
         "see the function logs, then run the export again",
     )
+    if run is not None:
+        after_final(store, settings or store.settings, body)
+    return run

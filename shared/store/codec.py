@@ -21,6 +21,7 @@ from shared.models import (
     Export,
     ExportMode,
     ExportSource,
+    NotificationResult,
     Run,
     RunStatus,
     Schedule,
@@ -209,6 +210,8 @@ def run_props(r: Run) -> dict[str, Any]:
         "Requeues": int(r.requeues),
     }
     put_json(props, "Segments", [segment_result_to_json(s) for s in r.segments])
+    if r.notifications:
+        put_json(props, "Notifications", [asdict(n) for n in r.notifications])
     return props
 
 
@@ -233,4 +236,10 @@ def run_from(entity: Mapping[str, Any], etag: str | None) -> Run:
         slice_attempts=int(_plain(entity.get("SliceAttempts", 0))),
         requeues=int(_plain(entity.get("Requeues", 0))),
         etag=etag,
+        notifications=[
+            NotificationResult(
+                **{k: v for k, v in n.items() if k in NotificationResult.__dataclass_fields__}
+            )
+            for n in get_json(entity, "Notifications", [])
+        ],
     )

@@ -11,6 +11,12 @@ from shared.settings import Settings
 from shared.store.budgets import BUDGETS, BudgetRepository
 from shared.store.customers import CUSTOMERS, CustomerRepository
 from shared.store.leases import LEASES, LeaseRepository
+from shared.store.notify import (
+    NOTIFY_STATE,
+    NOTIFY_TARGETS,
+    NotificationTargetRepository,
+    NotifyStateRepository,
+)
 from shared.store.queue import RunQueue
 from shared.store.records import (
     CONNECTIONS,
@@ -50,6 +56,8 @@ TABLES = (
     BUDGETS,
     SIGNINS,
     SCHEDULE_CLAIMS,
+    NOTIFY_TARGETS,
+    NOTIFY_STATE,
 )
 
 
@@ -94,6 +102,8 @@ class Store:
         self.budgets = BudgetRepository(self.tables, clock)
         self.signins = SignInRepository(self.tables)
         self.schedule_claims = ScheduleClaimRepository(self.tables)
+        self.notify_targets = NotificationTargetRepository(self.tables)
+        self.notify_state = NotifyStateRepository(self.tables)
         # The run queue is always on AzureWebJobsStorage: the queue trigger's connection.
         self.queue = RunQueue(
             settings.storage,
