@@ -206,6 +206,8 @@ class Settings:
     # Notifications (shared/notify)
     allow_loopback_webhooks: bool = False  # http(s)://127.0.0.1 webhooks (local development only)
     notify_timeout_seconds: float = 20.0  # all deliveries after one run, retries included
+    # Telemetry (shared/telemetry.py): on only when set
+    appinsights_connection_string: str | None = None
     # Sales connections
     allowed_sales_hosts: tuple[str, ...] = DEFAULT_ALLOWED_SALES_HOSTS
     allow_loopback_sales: bool = False
@@ -269,6 +271,8 @@ class Settings:
             allow_loopback_webhooks=_bool(
                 env, "ALLOW_LOOPBACK_WEBHOOKS", d.allow_loopback_webhooks
             ),
+            appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
+            or d.appinsights_connection_string,
             notify_timeout_seconds=_float(
                 env, "NOTIFY_TIMEOUT_SECONDS", d.notify_timeout_seconds, low=1, high=120
             ),

@@ -51,7 +51,11 @@ _PROBLEM_SCHEMA = {
 
 
 def _settings_from_env() -> Settings:
-    return Settings.from_env()
+    settings = Settings.from_env()
+    from shared import telemetry  # light: imports OpenTelemetry only when it is configured
+
+    telemetry.configure(settings.environ)
+    return settings
 
 
 def create_api(

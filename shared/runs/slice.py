@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from shared import telemetry
 from shared.errors import NotFoundError
 from shared.models import Connection, Export, Run, RunMessage, RunStatus
 from shared.runs.budget import TurnNotYet, slice_budget
@@ -163,6 +164,7 @@ class Slice:
 
         export = self._load_export()
         self.connection = self._load_connection(export)
+        telemetry.set_connection(self.connection.id)
         states = self.store.export_state.get(export.id)
         left_behind = left_behind_note(export, states)
         step = SegmentStep(
@@ -186,7 +188,8 @@ class Slice:
                 if self._should_stop() or (not first and time.monotonic() >= deadline):
                     break
                 first = False  # the first pending segment always starts: every slice progresses
-                step.run(client, source, export, index, states, deadline)
+                with telemetry.segment(index):
+                    step.run(client, source, export, index, states, deadline)
                 if is_pending(self.writer.run.segments[index]):
                     break  # budget or cancel stopped it mid-segment
         self._check_lease()
@@ -337,6 +340,7 @@ class Slice:
                 segment.progress.phase = "done"
         self.writer.save()
         self.store.active_runs.release(run.export_id, run.id)
+        telemetry.run_finished(run)
         log.info("run %s finished: %s", run.id, status)
         return Outcome.FINISHED
 

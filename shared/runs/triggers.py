@@ -12,6 +12,7 @@ import socket
 import threading
 from datetime import datetime
 
+from shared import telemetry
 from shared.models import Export, Run, Trigger
 from shared.runs import schedule
 from shared.runs.clock import utc_now
@@ -45,6 +46,7 @@ def runtime() -> tuple[Settings, StoreApi]:
             from shared.store import open_store
 
             settings = Settings.from_env()
+            telemetry.configure(settings.environ)
             store = open_store(settings)
             store.ensure()
             _runtime = (settings, store)

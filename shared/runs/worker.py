@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 
+from shared import telemetry
 from shared.errors import NotFoundError, PreconditionFailedError
 from shared.models import Run, RunMessage, RunStatus
 from shared.runs.budget import slice_budget
@@ -86,7 +87,8 @@ def process_message(
         return Outcome.BUSY
     work = Slice(store, settings, message, lease, open_client)
     try:
-        return work.execute(dequeue_count)
+        with telemetry.run_slice(message.export_id, message.run_id, message.slice):
+            return work.execute(dequeue_count)
     finally:
         work.close()
 

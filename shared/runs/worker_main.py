@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from shared import telemetry
 from shared.runs.triggers import on_poison_message, on_run_message
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
@@ -180,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     startup_problems()  # logs each configuration problem as an error naming its setting
     settings = Settings.from_env()
+    telemetry.configure(settings.environ)
     store = open_store(settings)
     store.ensure()
     stop = threading.Event()

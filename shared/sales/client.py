@@ -34,6 +34,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
+from shared import telemetry
 from shared.errors import (
     AuthenticationError,
     FatalSalesError,
@@ -460,6 +461,10 @@ class SalesClient:
             try:
                 response = self._http.request(method, url, content=body, headers=request_headers)
             except httpx.TransportError as exc:
+                telemetry.sales_request(
+                    method, url, status=None, seconds=self._clock() - started,
+                    error=type(exc).__name__,
+                )  # fmt: skip
                 self.gate.leave(probe, throttled=False)
                 attempt += 1
                 if not retry_unsafe or attempt > self.retry.max_retries:
@@ -473,6 +478,12 @@ class SalesClient:
                 raise
             self.gate.observe(self._clock() - started)
             throttled = response.status_code == THROTTLED
+            if telemetry.enabled():
+                telemetry.sales_request(
+                    method, url, status=response.status_code, seconds=self._clock() - started,
+                    throttled=throttled,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                )  # fmt: skip
             if throttled:
                 # Close the gate before anything else so no other thread sends meanwhile.
                 self.gate.close_for(self._throttle_delay(response, attempt + 1))

@@ -14,6 +14,7 @@ again after an incomplete result (deadline, cancel, crash) converges to the same
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import itertools
 import math
@@ -459,7 +460,8 @@ class _SegmentSync:
         try:
             running: dict[Future[Any], _Task | None] = {}
             if RESOLVE_WHILE_READING:
-                running[resolver.submit(self._resolve)] = None
+                # each task runs in a copy of this context: its spans nest under the segment's
+                running[resolver.submit(contextvars.copy_context().run, self._resolve)] = None
             else:
                 self._on_resolved(self._resolve())
             while True:
@@ -481,7 +483,7 @@ class _SegmentSync:
                     task = self._next_task()
                     if task is None:
                         break
-                    running[pool.submit(self._execute, task)] = task
+                    running[pool.submit(contextvars.copy_context().run, self._execute, task)] = task
                     busy += 1
                 if not running:
                     break

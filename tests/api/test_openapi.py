@@ -26,6 +26,8 @@ CONTRACT = {
     "/api/customers/{customer_id}": {"get"},
     "/api/sources/{kind}/segments": {"get"},
     "/api/health": {"get"},
+    "/api/notifications/targets": {"get", "post"},
+    "/api/notifications/targets/{target_id}": {"get", "patch", "delete"},
 }
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from shared.notify.webhook import WebhookAddressError, check_resolved, check_url, send
+from shared.notify.address import WebhookAddressError, check_resolved, check_url
+from shared.notify.webhook import send
 
 SECRET_URL = "https://hooks.example.org/services/T000/B000/SECRETPART"
 

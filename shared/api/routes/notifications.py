@@ -36,7 +36,7 @@ from shared.api.schemas import (
 )
 from shared.errors import PreconditionFailedError
 from shared.models import Audit, NotificationFormat, NotificationTarget
-from shared.notify.webhook import WebhookAddressError, check_url
+from shared.notify.address import WebhookAddressError, check_url
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
