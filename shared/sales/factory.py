@@ -88,14 +88,16 @@ def _shared_provider(
     connection: Connection, settings: Settings, signins: SignInStore | None = None
 ) -> TokenProvider:
     cred = connection.credential
-    # The secret's value is part of the key (hashed, in memory only) so a rotated secret gets
-    # a new msal application instead of a stale one.
+    # The secret's setting name and value are part of the key (hashed, in memory only) so a
+    # rotated secret gets a new msal application instead of a stale one, and two connections
+    # of one app naming different settings (e.g. both missing) never share a provider that
+    # reads the other's setting.
     secret_hash = ""
     if cred.kind in (CredentialKind.CLIENT_SECRET, CredentialKind.DELEGATED) and (
         cred.secret_setting and secret_setting_problem(cred.secret_setting) is None
     ):
         raw = settings.environ.get(cred.secret_setting, "")
-        secret_hash = hashlib.sha256(raw.encode()).hexdigest()
+        secret_hash = hashlib.sha256(f"{cred.secret_setting}\n{raw}".encode()).hexdigest()
     key = _identity_key(
         connection, (settings.entra_authority_host, settings.sales_ca_bundle or "", secret_hash)
     )
