@@ -64,7 +64,9 @@ def test_a_target_for_some_exports(api: TestClient) -> None:
     assert created["exports"] == [export_id]
     unknown = api.post(URL, json=body(exports=["0" * 32]), headers=ADMIN)
     assert assert_problem(unknown, 422)["errors"][0]["field"] == "exports[0]"
-    other = create_export(api, data["shared"]["id"], displayName="Other").json()["id"]
+    other = create_export(
+        api, data["shared"]["id"], displayName="Other", listName="Other {segment}"
+    ).json()["id"]
     replaced = api.patch(f"{URL}/{created['id']}", json={"exports": [other]}, headers=ADMIN)
     assert replaced.json()["exports"] == [other]
     everything = api.patch(f"{URL}/{created['id']}", json={"exports": None}, headers=ADMIN)
