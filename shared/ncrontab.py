@@ -12,12 +12,16 @@ so ``0 0 9 13 * Fri`` fires only on Friday the 13th. An expression that can neve
 from __future__ import annotations
 
 import bisect
-import calendar
 import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-_MONTHS = {n.lower(): i for i, n in enumerate(calendar.month_abbr) if n}
+_MONTHS = {
+    n: i
+    for i, n in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
 _DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 
 # name, low, high, value names
