@@ -182,6 +182,9 @@ SETTING_NAMES: tuple[str, ...] = (
     "LOCAL_DEV_ROLES",
     "MAX_UPLOAD_BYTES",
     "TOKEN_CACHE_KEY",
+    "ALLOW_LOOPBACK_WEBHOOKS",
+    "NOTIFY_TIMEOUT_SECONDS",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
 )
 # Storage connections: `<name>` (connection string) or `<name>__...` (identity-based).
 # AzureWebJobsStorage is required (host, timers, the run queue and its trigger); the other is

@@ -128,6 +128,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     LOCAL_DEV_USER: ''
     LOCAL_DEV_ROLES: ''
     MAX_UPLOAD_BYTES: '67108864'
+    // Notifications (shared/notify): webhook URLs are app settings a target names (Key Vault
+    // references work); loopback webhooks are for local development only.
+    ALLOW_LOOPBACK_WEBHOOKS: 'false'
+    NOTIFY_TIMEOUT_SECONDS: '20'
     // Secrets: Key Vault references resolved with the identity (platform.bicep stores them).
     SEGEXP_SECRET_SALES: '${keyVaultReference}sales-client-secret)'
     TOKEN_CACHE_KEY: '${keyVaultReference}token-cache-key)'

@@ -33,7 +33,6 @@ INFRA = REPO / "infra"
 
 # Settings the template sets that Settings does not read, each with its reader.
 PLATFORM_SETTINGS = {
-    "APPLICATIONINSIGHTS_CONNECTION_STRING": "the Functions host / OpenTelemetry exporter",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Entra auth for telemetry (local auth is off)",
     "MICROSOFT_PROVIDER_AUTHENTICATION_SECRET": "App Service Authentication's client secret",
 }
