@@ -21,7 +21,7 @@ test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m scripts.demo
+	$(PY) -m scripts.demo $(if $(KEEP),--keep)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -12,6 +12,7 @@ would, carries exactly that change into Sales. Stops everything it started. Loop
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -231,7 +232,25 @@ def customer_insights_path(
     return exact and first["status"] == "succeeded" and refreshed["status"] == "succeeded"
 
 
-def main() -> int:
+def keep_running(api_url: str) -> None:
+    """`make demo KEEP=1`: leave everything up for a newcomer to click through."""
+    from emulator.authorize import DEFAULT_USERS
+
+    step("Everything keeps running (KEEP=1)")
+    say(f"   Console: {api_url}/   (you are the local-dev Admin)")
+    say(f"   API docs: {api_url}/api/docs")
+    users = ", ".join(f"{name} / {pw}" for name, pw in DEFAULT_USERS.items())
+    say(f"   Emulator sign-in users (for a 'Sign in' connection): {users}")
+    say("   Press Ctrl-C to stop everything the demo started.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("\n   stopping")
+
+
+def main(argv: list[str] | None = None) -> int:
+    keep = "--keep" in (sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="segexp-demo-"))
     with ExitStack() as stack:
@@ -257,6 +276,8 @@ def main() -> int:
             "SALES_CA_BUNDLE": emu["ca_file"],
             SECRET_SETTING: emu["client_secret"],
             "TABLE_PREFIX": "demo",
+            # Encrypts delegated ("Sign in") connections' token caches; random per demo run.
+            "TOKEN_CACHE_KEY": base64.b64encode(os.urandom(32)).decode(),
             "PYTHONUNBUFFERED": "1",
             "REFRESH_SCHEDULE": f"*/{REFRESH_EVERY} * * * * *",
         }
@@ -372,7 +393,14 @@ def main() -> int:
             r["status"] in ("succeeded", "partially-succeeded") for r in (first, second, third)
         )
         ok = customer_insights_path(api, emu, env, connection) and ok
-        step(f"Done in {time.monotonic() - started:.0f} s; stopping everything the demo started")
+        if keep:
+            say(f"\n   Demo finished in {time.monotonic() - started:.0f} s")
+            keep_running(api_url)
+        else:
+            say(f"\n   Console (while the demo runs): {api_url}/ ; `make demo KEEP=1` keeps it up")
+            step(
+                f"Done in {time.monotonic() - started:.0f} s; stopping everything the demo started"
+            )
     return 0 if ok else 1
 
 

@@ -71,11 +71,13 @@ def create_api(
         connections,
         customers,
         exports,
+        me,
         notifications,
         runs,
         segments,
         sources,
     )
+    from shared.console import mount_console
 
     api = FastAPI(
         title="Segment Export for Dynamics 365 Sales",
@@ -129,10 +131,12 @@ def create_api(
         return HealthOut(status="ok")
 
     routers = [
-        m.router for m in (connections, exports, runs, segments, customers, sources, notifications)
+        m.router
+        for m in (connections, exports, runs, segments, customers, sources, notifications, me)
     ]
     for router in routers:
         api.include_router(router)
+    mount_console(api)  # the pages at /, a client of the routes above
 
     def document() -> dict[str, Any]:
         if api.openapi_schema is None:

@@ -637,6 +637,12 @@ class SegmentMembersIn(InputModel):
     members: list[str]
 
 
+class MeOut(OutputModel):
+    name: str
+    role: Literal["Admin", "Contributor", "Viewer"]
+    auth_mode: str
+
+
 class HealthOut(OutputModel):
     status: Literal["ok"]
 

@@ -28,6 +28,7 @@ CONTRACT = {
     "/api/health": {"get"},
     "/api/notifications/targets": {"get", "post"},
     "/api/notifications/targets/{target_id}": {"get", "patch", "delete"},
+    "/api/me": {"get"},
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -26,7 +26,7 @@ from shared.api.schemas import (
     RunOut,
     RunPage,
 )
-from shared.models import Run, Trigger
+from shared.models import RejectionReason, Run, Trigger
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
@@ -168,6 +168,24 @@ def _rejection_row(record: RejectionRecord) -> dict[str, Any]:
     }
 
 
+_FILTER_SCAN_PAGES = 20
+
+
+def _rejection_filter(
+    reason: RejectionReason | None, customer_id: str | None
+) -> Callable[[dict[str, Any]], bool] | None:
+    if reason is None and not customer_id:
+        return None
+    needle = (customer_id or "").casefold()
+
+    def wanted(row: dict[str, Any]) -> bool:
+        if reason is not None and row["reason"] != reason.value:
+            return False
+        return needle in str(row["customer_id"]).casefold()
+
+    return wanted
+
+
 def _csv_lines(store: StoreApi, export_id: str, run_id: str) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
@@ -207,6 +225,17 @@ def list_rejections(
     format: Annotated[
         Literal["json", "csv"] | None, Query(description="csv = the whole list as CSV")
     ] = None,
+    reason: Annotated[
+        RejectionReason | None, Query(description="only members left out for this reason")
+    ] = None,
+    customer_id: Annotated[
+        str | None,
+        Query(
+            alias="customerId",
+            max_length=256,
+            description="only members whose customer ID contains this text (case-insensitive)",
+        ),
+    ] = None,
 ) -> Any:
     store.runs.get(export_id, run_id)  # 404 for an unknown run
     wants_csv = format == "csv" or (
@@ -220,16 +249,30 @@ def list_rejections(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="rejections-{run_id}.csv"'},
         )
-    try:
-        records, token = store.rejections.list(
-            export_id, run_id, limit=limit, continuation=continuation
-        )
-    except ValueError:
-        raise _continuation_problem() from None
+    wanted = _rejection_filter(reason, customer_id)
+    items: list[RejectionOut] = []
+    token = continuation
+    # With a filter a page may hold fewer than `limit` items (even none): follow nextLink. Each
+    # request scans a bounded number of stored pages so a rare match cannot make it unbounded.
+    for _ in range(_FILTER_SCAN_PAGES if wanted else 1):
+        try:
+            records, token = store.rejections.list(
+                export_id, run_id, limit=limit, continuation=token
+            )
+        except ValueError:
+            raise _continuation_problem() from None
+        rows = [_rejection_row(r) for r in records]
+        items += [RejectionOut(**row) for row in rows if wanted is None or wanted(row)]
+        if not token or items:
+            break
     page = RejectionPage(
-        items=[RejectionOut(**_rejection_row(r)) for r in records],
+        items=items,
         next_link=next_link(
-            f"/api/exports/{export_id}/runs/{run_id}/rejections", token, limit=limit
+            f"/api/exports/{export_id}/runs/{run_id}/rejections",
+            token,
+            limit=limit,
+            reason=reason.value if reason else None,
+            customerId=customer_id or None,
         ),
     )
     return JSONResponse(page.model_dump(mode="json", by_alias=True))
