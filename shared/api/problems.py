@@ -26,6 +26,7 @@ from shared.errors import (
     StoreLimitError,
     StoreUnavailableError,
 )
+from shared.models import CredentialKind
 
 PROBLEM_JSON = "application/problem+json"
 CONFIGURATION_DETAIL = (
@@ -124,7 +125,7 @@ def render(request: Request, problem: ApiProblem) -> JSONResponse:
 # --- validation errors -------------------------------------------------------------------------
 
 # discriminator tags pydantic puts in an error's location (credential kinds, schedule kinds)
-_TAGS = frozenset({"client-secret", "managed-identity", "refresh", "cron", "off"})
+_TAGS = frozenset({*CredentialKind, "refresh", "cron", "off"})
 
 
 def field_path(loc: Sequence[Any]) -> str:

@@ -218,7 +218,7 @@ class SecurityHeadersMiddleware:
                 headers += [
                     (b"content-security-policy", csp.encode()),
                     (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
+                    (b"referrer-policy", b"same-origin"),  # keeps Origin on same-site form posts
                     (b"x-frame-options", b"DENY"),
                     (b"cache-control", b"no-store"),
                 ]
