@@ -17,12 +17,13 @@ import pytest
 
 from emulator import EmulatorConfig, RunningEmulator, start_emulator
 from shared.settings import Settings
+from tests.api.conftest import make_client  # noqa: F401  (the API tests' client fixture)
 from tests.api.helpers import principal_header
 from tests.support import REPO, free_port, wait_for_port
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
-SECRET_SETTING = "CONSOLE_TEST_APP_SECRET"
+SECRET_SETTING = "SEGEXP_SECRET_CONSOLE_TEST"
 
 
 SESSION_COOKIE = "AppServiceAuthSession"
