@@ -127,7 +127,11 @@ def browser() -> Iterator[Any]:
             f"Chromium is needed for the browser tests: install Debian's chromium ({CHROMIUM})"
         )
     if not AXE.exists():
-        pytest.fail("axe-core is needed for the browser tests: run `npm ci` (package.json)")
+        # `make test` installs it (npm ci when package.json changes); CI must never skip it.
+        message = "axe-core is needed for the browser tests: run `npm ci` (package.json)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
