@@ -136,7 +136,7 @@ def create_api(
     ]
     for router in routers:
         api.include_router(router)
-    mount_console(api)  # the pages at /, a client of the routes above
+    routers += mount_console(api)  # the pages at /, a client of the routes above
 
     def document() -> dict[str, Any]:
         if api.openapi_schema is None:

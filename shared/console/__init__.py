@@ -8,15 +8,21 @@ A strict Content-Security-Policy (no inline script or style) and a CSRF token on
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 
-def mount_console(api: FastAPI) -> None:
-    """Add the console's pages and assets to the API app (cheap: templates load lazily)."""
+def console_routers() -> list[APIRouter]:
+    from shared.console.pages import connections, data, exports, home, runs
+
+    return [m.router for m in (home, connections, exports, runs, data)]
+
+
+def mount_console(api: FastAPI) -> list[APIRouter]:
+    """Add the console's pages and assets to the API app (cheap: templates load lazily);
+    returns the pages' routers (the request gate reads their routes)."""
     from fastapi import Request
     from fastapi.responses import Response
 
-    from shared.console.pages import connections, data, exports, home, runs
     from shared.console.pages.common import Denied
     from shared.console.web import SecurityHeadersMiddleware, static_app
 
@@ -24,8 +30,10 @@ def mount_console(api: FastAPI) -> None:
         assert isinstance(exc, Denied)
         return exc.response
 
-    for module in (home, connections, exports, runs, data):
-        api.include_router(module.router)
+    routers = console_routers()
+    for router in routers:
+        api.include_router(router)
     api.mount("/console-assets", static_app(), name="console-assets")
     api.add_exception_handler(Denied, denied)
     api.add_middleware(SecurityHeadersMiddleware)
+    return routers

@@ -143,7 +143,7 @@ def test_admin_viewer_and_revoked_session(site: Site, browser: Any, tmp_path: Pa
     page.goto(site.url + "/exports")
     page.get_by_role("link", name="Add export").click()
     page.get_by_label("Name", exact=True).fill("Promo")
-    page.get_by_label("Connection").select_option(label="Contoso Sales")
+    page.get_by_label("Connection", exact=True).select_option(label="Contoso Sales")
     page.get_by_label(re.compile(r"VIP \(")).check()
     page.get_by_label("List name template").fill("{export}: {segment}")
     page.locator("#preview", has_text="Promo: VIP").wait_for()
