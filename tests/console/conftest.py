@@ -73,7 +73,7 @@ def site(azurite: Any) -> Iterator[Site]:
     prefix = "c" + uuid.uuid4().hex[:10]
     settings = Settings.from_env(
         {
-            "STORAGE_CONNECTION": azurite.connection_string,
+            "AzureWebJobsStorage": azurite.connection_string,
             "TABLE_PREFIX": prefix,
             "RUN_QUEUE_NAME": f"{prefix}-runs",
             "AUTH_MODE": "easyauth",
