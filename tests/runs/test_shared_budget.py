@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -141,5 +142,53 @@ def test_a_newcomer_waits_until_older_participants_requests_are_back(settings: S
             settled = SharedGate(new.view, new.local, new.participant, wall=later)
             settled.set_capacity(8)
             assert settled.share(snap) == 4
+    finally:
+        store.close()
+
+
+def test_a_slice_without_a_turn_gives_its_worker_back_and_runs_later(
+    azurite: Any, table_prefix: str, emu: Any
+) -> None:
+    from shared.models import RunStatus, Trigger
+    from shared.runs.requests import request_run
+    from shared.runs.worker import Outcome, process_message
+    from shared.sales.factory import identity_key
+    from shared.store import encode_message
+    from tests.runs.helpers import (
+        drain,
+        list_id_of,
+        make_connection,
+        make_export,
+        run_settings,
+        seed_customers,
+        seed_segment,
+    )
+
+    settings = run_settings(azurite, table_prefix, emu, SALES_MAX_PARALLEL="1")
+    store = open_store(settings)
+    store.ensure()
+    try:
+        indices = [i for i in range(700, 760) if not emu.is_inactive(i)]
+        seed_customers(store, emu, indices)
+        seed_segment(store, "Turns", indices)
+        connection = make_connection(store, emu)
+        export = make_export(store, connection, ["Turns"])
+        run = request_run(store, export.id, trigger=Trigger.ON_DEMAND, requested_by="ann")
+        key = identity_key(connection)
+        # Another worker's slice is sending with the identity and uses its one parallel request.
+        store.budgets.join(key, "other-export.1", "other-export", 60)
+        [received] = store.queue.receive(visibility_timeout=30)
+        body = encode_message(received.message)
+        assert process_message(store, settings, body) is Outcome.BUSY
+        waiting = store.runs.get(export.id, run.id)
+        assert "waiting for a turn" in (waiting.reason or "")
+        assert [p.label for p in store.budgets.snapshot(key).participants] == ["other-export"]
+        store.queue.delete(received)
+        store.budgets.leave(key, "other-export.1")  # its slice ended: our turn
+        final = drain(store, settings, run)
+        assert final.status is RunStatus.SUCCEEDED, final.error
+        assert emu.state.list_members(list_id_of(final, "Turns")) == {
+            emu.contact_id(i) for i in indices
+        }
     finally:
         store.close()
