@@ -32,8 +32,10 @@ How it works (``BudgetRepository`` keeps the rows, see shared/store/budgets.py):
   participants than ``dop`` the oldest ``dop`` send and the rest wait for a share (each slice
   joins afresh, so turns rotate slice by slice). An export on another connection has another
   identity, another partition and is never held back.
-- **Bounded waits.** Every wait here (shared block, share) respects the client's deadline and
-  raises ``WaitBeyondDeadline`` instead of outliving the slice.
+- **Bounded waits.** A shared Retry-After that would end after the client's deadline raises
+  ``WaitBeyondDeadline`` instead of outliving the slice; a wait for a share lasts at most a
+  request's time or a newcomer's settling time (participants admitted when the identity had
+  room keep a share of at least one: only joins shrink shares, and later joiners rank after).
 - If storage cannot be read the gate keeps the last state it saw (and this process's own gate
   still honours every 429 it sees itself); it never blocks work on a storage outage.
 """
@@ -173,11 +175,10 @@ class SharedGate:
                 if self._in_flight < self.share(snap):
                     self._in_flight += 1
                     break
-                check_wait(self._clock, deadline, 0.0, "waiting for a share of the requests")
-                timeout = CACHE_SECONDS
-                if deadline is not None:
-                    timeout = max(0.001, min(timeout, deadline - self._clock()))
-                self._cond.wait(timeout)  # a request of ours ending, or the share growing
+                # A share frees when one of our requests ends or an older participant leaves:
+                # a request's time, or the newcomer's settling time (at most JOIN_SETTLE +
+                # MAX_DRAIN), never a Retry-After (waited out above, bounded by the deadline).
+                self._cond.wait(CACHE_SECONDS)
         try:
             probe = self.local.enter(deadline)
         except BaseException:

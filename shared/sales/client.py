@@ -72,8 +72,9 @@ class WaitBeyondDeadline(TransientSalesError):
 def check_wait(
     clock: Callable[[], float], deadline: float | None, seconds: float, why: str
 ) -> None:
-    """Raise WaitBeyondDeadline when waiting ``seconds`` from now would pass ``deadline``."""
-    if deadline is not None and clock() + seconds > deadline:
+    """Raise WaitBeyondDeadline when waiting ``seconds`` (> 0) from now would pass ``deadline``.
+    No wait, no stop: a slice whose planning outlasted its budget still sends (and progresses)."""
+    if deadline is not None and seconds > 0 and clock() + seconds > deadline:
         raise WaitBeyondDeadline(
             f"{why}: a wait of {seconds:.1f} s would end after the slice's deadline "
             f"({max(0.0, deadline - clock()):.1f} s left); stopping here, the next slice resumes",
@@ -195,6 +196,7 @@ class ThrottleGate:
         while True:
             with self._cond:
                 now = self._clock()
+                blocked = self._not_before - now
                 remaining = max(self._not_before, self._last_start + self._gap()) - now
                 if remaining <= 0:
                     if not self._cautious:
@@ -204,10 +206,10 @@ class ThrottleGate:
                         self._probe_out = True
                         self._last_start = now
                         return True
-                    check_wait(self._clock, deadline, 0.0, "waiting for the probe's answer")
-                    self._cond.wait(timeout=1.0)  # the probe's answer wakes us
+                    self._cond.wait(timeout=1.0)  # the probe's answer (one request) wakes us
                     continue
-            check_wait(self._clock, deadline, remaining, "throttled (Retry-After)")
+            # Only a Retry-After can be long; the spacing gap is at most MAX_SPACING.
+            check_wait(self._clock, deadline, blocked, "throttled (Retry-After)")
             self._sleep(remaining)
 
     def leave(self, probe: bool, *, throttled: bool) -> None:
