@@ -58,10 +58,10 @@ from shared.store.protocols import BudgetStore
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 0.2  # how old the shared state may be when a request leaves
-PARTICIPANT_SECONDS = 30.0  # a participant row outlives its last renewal by this much
+PARTICIPANT_SECONDS = 10.0  # a participant row outlives its last renewal by this much (dead worker)
 RENEW_AFTER = PARTICIPANT_SECONDS / 3
 JOIN_SETTLE = 2 * CACHE_SECONDS  # a newcomer waits until the others have seen it
-DEFAULT_DRAIN = 5.0  # seconds an older participant's request may take, before we measured one
+DEFAULT_DRAIN = 2.0  # seconds an older participant's request may take, before we measured one
 MAX_DRAIN = 15.0
 MAX_CONCURRENT = 52  # Dataverse's concurrent-request limit per user [S3]
 
