@@ -26,6 +26,7 @@ REFUSED = [
     "APPSETTING_SEGEXP_SECRET_X",
     "MICROSOFT_PROVIDER_AUTHENTICATION_SECRET",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "TOKEN_CACHE_KEY",  # the app's own secret (delegated token cache key)
     "CONTOSO_SALES_SECRET",  # no prefix
     "segexp_secret_lower",  # the prefix is exact
     SECRET_SETTING_PREFIX,  # nothing after it
