@@ -50,6 +50,11 @@ class TransientSalesError(SalesError):
     """Worth retrying later (throttling, 5xx, network) once in-call retries are exhausted."""
 
 
+class SalesTimeoutError(TransientSalesError):
+    """A write got no answer within SALES_TIMEOUT_SECONDS: its outcome is unknown (it may still
+    land). Not retried in the call; the next slice re-reads the list and counts what landed."""
+
+
 class FatalSalesError(SalesError):
     """Retrying will not help (bad credentials, missing privileges, bad request)."""
 

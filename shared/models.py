@@ -221,6 +221,14 @@ class SegmentResult:
     error: str | None = None
     progress: SegmentProgress = field(default_factory=SegmentProgress)
     source: SourceRead | None = None  # what this segment's members were read from
+    # What the list held at the run's first complete read, before the run wrote anything to it:
+    # desired members already in it and members to remove. added/removed are derived from
+    # them once the segment is complete, so they stay exact however often the run was killed.
+    baseline_kept: int | None = None
+    baseline_undesired: int | None = None
+    # The same two figures as the latest call read them (what earlier calls' writes left).
+    read_kept: int | None = None
+    read_undesired: int | None = None
 
 
 class NotificationFormat(StrEnum):

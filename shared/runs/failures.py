@@ -13,6 +13,7 @@ from shared.errors import (
     ConfigurationError,
     FatalSalesError,
     SalesError,
+    SalesTimeoutError,
     SessionEndedError,
     SourceReadError,
     StoreError,
@@ -52,6 +53,11 @@ def describe(exc: BaseException, connection: Connection | None) -> str:
         return _short(
             "could not reach the Entra ID token endpoint: check the ENTRA_AUTHORITY_HOST "
             f"setting and the network ({exc})"
+        )
+    if isinstance(exc, SalesTimeoutError):
+        return _short(
+            "Sales did not answer a write within SALES_TIMEOUT_SECONDS; what it applied is "
+            f"counted when the run resumes (raise the setting if Sales is this slow): {exc}"
         )
     if isinstance(exc, SalesError) and _unreachable(exc):
         host = _host(connection)

@@ -15,7 +15,7 @@ from shared.models import Connection, Export, SegmentListState, SegmentResult, S
 from shared.runs.budget import SliceBudget, slice_budget
 from shared.runs.failures import describe
 from shared.runs.progress import RunWriter
-from shared.runs.status import merge_segment
+from shared.runs.status import exact_totals, merge_segment
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
@@ -95,16 +95,18 @@ class SegmentStep:
             known_list["id"] = result.list_id
 
         budget = SliceBudget(deadline, slice_budget(self.settings))
-        applied = [(0, 0, 0)]
+        applied: list[tuple[int, int, int, int | None]] = [(0, 0, 0, None)]
 
         def on_progress(partial: SegmentResult) -> None:
             self.check_lease()
             budget.observe(partial)
             remember_list(partial)
-            self._set_segment(index, merge_segment(base, partial))
+            self._set_segment(
+                index, exact_totals(merge_segment(base, partial), partial, export.mode)
+            )
             # Save at once after every applied chunk (a crash then loses at most the chunks in
             # flight from the run's figures); other updates at most every PROGRESS_SAVE_INTERVAL.
-            counts = (partial.added, partial.removed, partial.failed)
+            counts = (partial.added, partial.removed, partial.failed, partial.baseline_kept)
             if counts != applied[0] and not run.dry_run:
                 applied[0] = counts
                 self.writer.save()
@@ -128,6 +130,9 @@ class SegmentStep:
             chunk_size=self.settings.sales_chunk_size,
             on_progress=on_progress,
             should_stop=lambda: self.should_stop() or budget.spent(),
+            # Until the run knows what the list held before it wrote anything, a call reads
+            # the whole list before its first write and reports it (exact counts after crashes).
+            record_baseline=base.baseline_kept is None and not run.dry_run,
         )
         try:
             outcome = sync_segment(client, request)
@@ -156,7 +161,10 @@ class SegmentStep:
             return
         self.check_lease()
         remember_list(outcome.result)
-        merged = replace(merge_segment(base, outcome.result), source=source.describe())
+        merged = replace(
+            exact_totals(merge_segment(base, outcome.result), outcome.result, export.mode),
+            source=source.describe(),
+        )
         self.store.rejections.replace_segment(export.id, run.id, name, outcome.rejections)
         self._set_segment(index, merged)
         self.writer.save()

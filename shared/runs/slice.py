@@ -20,7 +20,12 @@ from shared.runs.failures import RunFatalError, describe, is_retryable
 from shared.runs.lease_keeper import Heartbeat
 from shared.runs.progress import RunClosed, RunWriter
 from shared.runs.segment_step import SegmentStep, left_behind_note
-from shared.runs.status import decide_final_status, is_pending, join_reasons
+from shared.runs.status import (
+    decide_final_status,
+    is_pending,
+    join_reasons,
+    status_when_stopped_by_failure,
+)
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
@@ -151,7 +156,7 @@ class Slice:
                 "stopping while running it; see the function logs, then run the export again"
             )
             log.warning("run %s: %s", run.id, run.error)
-            return self._finish(RunStatus.FAILED, None)
+            return self._finish(status_when_stopped_by_failure(run.segments), None)
         started = time.monotonic()
         deadline = started + slice_budget(self.settings)
         self.hard_deadline = started + self.settings.run_slice_seconds
@@ -353,10 +358,11 @@ class Slice:
             if writer.run.status.is_final:
                 return
         writer.run.error = detail
+        status = RunStatus.FAILED
+        if not writer.run.dry_run:
+            status = status_when_stopped_by_failure(writer.run.segments)
         try:
-            self._finish(
-                RunStatus.FAILED, writer.run.reason if writer.run.cancel_requested else None
-            )
+            self._finish(status, writer.run.reason if writer.run.cancel_requested else None)
         except RunClosed:
             return
 

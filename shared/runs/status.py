@@ -12,7 +12,9 @@ Final status rule (applied once every segment was attempted, unless canceled):
   the full result: another segment failed, Sales refused some members, or not a single member
   of a non-empty segment matched (almost always a wrong contact-ID field: the reason says so).
 * ``failed`` — every segment failed, or the whole run failed (credential refused, server
-  unreachable, export or connection gone, retries exhausted).
+  unreachable, export or connection gone, retries exhausted) before it changed anything in
+  Sales; a run stopped by such a failure after it added or removed members, or synced a
+  segment, is ``partially-succeeded`` (status_when_stopped_by_failure), with the error.
 * ``canceled`` — someone asked to cancel; the worker stopped at the next chunk boundary.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from shared.models import RunStatus, SegmentResult
+from shared.models import ExportMode, RunStatus, SegmentResult
 
 
 def merge_segment(base: SegmentResult, call: SegmentResult) -> SegmentResult:
@@ -42,7 +44,48 @@ def merge_segment(base: SegmentResult, call: SegmentResult) -> SegmentResult:
         list_recreated=base.list_recreated or call.list_recreated,
         progress=replace(call.progress),
         source=call.source or base.source,
+        baseline_kept=base.baseline_kept if base.baseline_kept is not None else call.baseline_kept,
+        baseline_undesired=(
+            base.baseline_undesired
+            if base.baseline_undesired is not None
+            else call.baseline_undesired
+        ),
     )
+
+
+def exact_totals(merged: SegmentResult, call: SegmentResult, mode: ExportMode) -> SegmentResult:
+    """added/removed from what the list held, not only from the chunks whose answers arrived.
+
+    Summed per call, the figures miss chunks a killed worker applied but never saved, and
+    writes that timed out but landed. Every call reads the list first: desired members it
+    found beyond the run's baseline were added by earlier calls (and undesired ones missing
+    were removed), whatever was saved. Once the segment is complete the list holds exactly its
+    matched members (mirror: and none of the baseline's members to remove). The larger figure
+    wins: a segment that changed during the run can only add work.
+    """
+    if merged.baseline_kept is None or call.read_kept is None:
+        return merged
+    added = max(merged.added, call.read_kept - merged.baseline_kept + call.added)
+    if merged.complete:
+        added = max(added, merged.matched - merged.baseline_kept)
+    removed = merged.removed
+    if (
+        mode is ExportMode.MIRROR
+        and merged.baseline_undesired is not None
+        and call.read_undesired is not None
+    ):
+        removed = max(removed, merged.baseline_undesired - call.read_undesired + call.removed)
+        if merged.complete:
+            removed = max(removed, merged.baseline_undesired)
+    return replace(merged, added=added, removed=removed)
+
+
+def status_when_stopped_by_failure(segments: Sequence[SegmentResult]) -> RunStatus:
+    """A run ended by a failure (retries exhausted, worker kept dying, abandoned) is
+    ``partially-succeeded`` when it changed something in Sales first (a segment synced, or
+    members added or removed), else ``failed``: the list is no longer what it was."""
+    applied = any(s.complete or s.added or s.removed for s in segments)
+    return RunStatus.PARTIALLY_SUCCEEDED if applied else RunStatus.FAILED
 
 
 def is_pending(segment: SegmentResult) -> bool:

@@ -17,8 +17,9 @@ import logging
 from datetime import datetime, timedelta
 
 from shared.errors import NotFoundError, PreconditionFailedError
-from shared.models import Run, RunMessage, RunStatus
+from shared.models import Run, RunMessage
 from shared.runs.clock import utc_now
+from shared.runs.status import status_when_stopped_by_failure
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
@@ -90,7 +91,7 @@ def free_if_abandoned(
     # Recording the sweep first (ETag-guarded) makes one sweeper act, and restarts the clock.
     run.progress_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if run.requeues >= settings.max_dequeue_count:
-        run.status = RunStatus.FAILED
+        run.status = status_when_stopped_by_failure(run.segments)
         run.finished_at = run.progress_at
         run.error = (
             f"no worker continued this run for {silent} s, and queuing it again "
@@ -102,7 +103,7 @@ def free_if_abandoned(
         run = store.runs.update(run)
     except PreconditionFailedError:
         return None  # someone else touched it meanwhile (a worker, a cancel, another sweep)
-    if run.status is RunStatus.FAILED:
+    if run.status.is_final:
         store.active_runs.release(export_id, run.id)
         log.warning("run %s abandoned and failed: %s", run.id, run.error)
         return run

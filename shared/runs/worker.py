@@ -21,7 +21,7 @@ import logging
 
 from shared import telemetry
 from shared.errors import NotFoundError, PreconditionFailedError
-from shared.models import Run, RunMessage, RunStatus
+from shared.models import Run, RunMessage
 from shared.runs.budget import slice_budget
 from shared.runs.clock import utc_now_iso
 from shared.runs.lease_keeper import (
@@ -32,6 +32,7 @@ from shared.runs.lease_keeper import (
 )
 from shared.runs.progress import PROGRESS_SAVE_INTERVAL
 from shared.runs.slice import CONTINUATION_DELAY, ClientOpener, Outcome, Slice, already_done
+from shared.runs.status import status_when_stopped_by_failure
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
 
@@ -112,7 +113,7 @@ def finish_abandoned(store: StoreApi, body: str | bytes, reason: str) -> Run | N
         if run.status.is_final:
             store.active_runs.release(run.export_id, run.id)
             return run
-        run.status = RunStatus.FAILED
+        run.status = status_when_stopped_by_failure(run.segments)
         run.finished_at = utc_now_iso()
         run.error = reason
         try:

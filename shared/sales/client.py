@@ -39,6 +39,7 @@ from shared.errors import (
     AuthenticationError,
     FatalSalesError,
     SalesError,
+    SalesTimeoutError,
     TransientSalesError,
 )
 from shared.sales.auth import BearerAuth, TokenProvider, token_of
@@ -329,6 +330,7 @@ class SalesClient:
         self.tokens = tokens
         self.max_parallel = max(1, max_parallel)
         self.page_size = page_size
+        self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._clock = clock
@@ -442,10 +444,13 @@ class SalesClient:
         headers: Mapping[str, str] | None = None,
         retry_unsafe: bool = True,
         context: str = "",
+        reads_only: bool = False,
     ) -> httpx.Response:
         """Send one request with the retry rules above. ``url`` is relative to the Web API root
         or absolute (nextLink). ``retry_unsafe=False`` makes network errors and 5xx final (for
-        requests that must not run twice, such as creating a record)."""
+        requests that must not run twice, such as creating a record). A write (any method but
+        GET, unless ``reads_only``: a $batch of GETs) that times out is not sent again: it raises
+        SalesTimeoutError."""
         self._check_origin(url)
         context = context or f"{method} {url.split('?', 1)[0]}"
         request_headers = dict(headers or {})
@@ -468,6 +473,15 @@ class SalesClient:
                     error=type(exc).__name__,
                 )  # fmt: skip
                 self.gate.leave(probe, throttled=False)
+                writes = method.upper() != "GET" and not reads_only
+                if isinstance(exc, httpx.TimeoutException) and writes:
+                    # The write may still be running in Sales, and may land: sending it again
+                    # would run it twice at once, beyond the parallelism Sales allows. Its
+                    # outcome is unknown; the caller re-reads what landed (next slice).
+                    raise SalesTimeoutError(
+                        f"{context}: no answer within SALES_TIMEOUT_SECONDS "
+                        f"({self.timeout:g} s); outcome unknown"
+                    ) from exc
                 attempt += 1
                 if not retry_unsafe or attempt > self.retry.max_retries:
                     raise TransientSalesError(
@@ -556,7 +570,14 @@ class SalesClient:
         while pending:
             content_type, body = build_batch([parts[i] for i in pending])
             headers = {"Content-Type": content_type, "Prefer": "odata.continue-on-error"}
-            response = self.send("POST", "$batch", content=body, headers=headers, context="$batch")
+            response = self.send(
+                "POST",
+                "$batch",
+                content=body,
+                headers=headers,
+                context="$batch",
+                reads_only=all(parts[i].method.upper() == "GET" for i in pending),
+            )
             inner = parse_batch(response.headers.get("Content-Type", ""), response.content)
             if len(inner) != len(pending):
                 raise FatalSalesError(

@@ -83,6 +83,9 @@ class SegmentSyncRequest:
     chunk_size: int = 1000
     on_progress: Callable[[SegmentResult], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    # Report what the list held before any write (result.baseline_*): nothing is written until
+    # the whole list was read and on_progress has seen the baseline (no writes while reading).
+    record_baseline: bool = False
 
 
 @dataclass
@@ -296,7 +299,8 @@ class _SegmentSync:
         if self.request.dry_run or not found:
             return
         self.removal_buffer.extend(found)
-        if self.scan_url is not None:  # still reading: cut only full chunks
+        if self.scan_url is not None and not self.request.record_baseline:
+            # still reading: cut only full chunks
             target = self._removal_chunk()
             while len(self.removal_buffer) >= target:
                 self._queue_removals(self.removal_buffer[:target])
@@ -309,7 +313,7 @@ class _SegmentSync:
         no-op in Sales, so the end state is the same either way.)"""
         if self.diff is None or self.scan_url is None or not self.ordered:
             return
-        if self.watermark is None:
+        if self.watermark is None or self.request.record_baseline:
             return
         keys, cursor, watermark = self.sorted_desired, self.cursor, self.watermark
         end = cursor
@@ -343,6 +347,13 @@ class _SegmentSync:
         # Early adds of contacts that turned out to be members (pages out of order) were no-ops
         # in Sales; they count among the validated adds, not as kept.
         self.kept = diff.kept
+        if not request.dry_run:
+            self.result.read_kept = diff.kept
+            self.result.read_undesired = diff.removals
+            if request.record_baseline:
+                # Nothing was written yet (see record_baseline): this is what the list held.
+                self.result.baseline_kept = diff.kept
+                self.result.baseline_undesired = diff.removals
         self.to_validate.extend(late)
         self.result.progress.total = diff.taken + len(late) + diff.removals
         rest, self.removal_buffer = self.removal_buffer, []

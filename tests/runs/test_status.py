@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from shared.models import RunStatus, SegmentProgress, SegmentResult
-from shared.runs.status import decide_final_status, is_pending, join_reasons, merge_segment
+from dataclasses import replace
+
+from shared.models import ExportMode, RunStatus, SegmentProgress, SegmentResult
+from shared.runs.status import (
+    decide_final_status,
+    exact_totals,
+    is_pending,
+    join_reasons,
+    merge_segment,
+)
 
 
 def synced(name: str, members: int, matched: int, **kwargs: object) -> SegmentResult:
@@ -99,3 +107,31 @@ def test_pending_means_neither_complete_nor_failed() -> None:
 def test_join_reasons_skips_empty_parts() -> None:
     assert join_reasons(None, "a", "", "b") == "a; b"
     assert join_reasons(None) is None
+
+
+def test_added_and_removed_are_derived_from_what_the_list_held() -> None:
+    # A killed worker applied chunks it never saved: the summed figures fall short.
+    summed = SegmentResult(
+        segment="S", added=600, removed=70, baseline_kept=100, baseline_undesired=120
+    )
+    # The resuming call read 650 desired members (550 beyond the baseline) and 30 undesired
+    # ones still in the list (90 were removed), then added 50 and removed 10 itself.
+    call = SegmentResult(segment="S", added=50, removed=10, read_kept=650, read_undesired=30)
+    exact = exact_totals(summed, call, ExportMode.MIRROR)
+    assert (exact.added, exact.removed) == (600, 100)
+    assert exact_totals(summed, call, ExportMode.ADDITIVE).removed == 70  # never removes
+    done = replace(summed, complete=True, matched=900)
+    finished = exact_totals(done, call, ExportMode.MIRROR)
+    assert (finished.added, finished.removed) == (800, 120)  # complete: the list is the segment
+    unknown = replace(summed, baseline_kept=None)
+    assert exact_totals(unknown, call, ExportMode.MIRROR) == unknown  # no baseline: as summed
+    unread = replace(call, read_kept=None)
+    assert exact_totals(summed, unread, ExportMode.MIRROR) == summed  # nothing read yet
+
+
+def test_merge_keeps_the_first_baseline() -> None:
+    base = SegmentResult(segment="S", baseline_kept=5, baseline_undesired=7)
+    call = SegmentResult(segment="S", baseline_kept=50, baseline_undesired=70)
+    merged = merge_segment(base, call)
+    assert (merged.baseline_kept, merged.baseline_undesired) == (5, 7)
+    assert merge_segment(SegmentResult(segment="S"), call).baseline_kept == 50
