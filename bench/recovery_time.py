@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-SECRET_SETTING = "BENCH_SALES_SECRET"
+SECRET_SETTING = "SEGEXP_SECRET_BENCH"
 
 
 def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

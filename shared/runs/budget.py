@@ -32,7 +32,11 @@ class SliceBudget:
     def observe(self, partial: SegmentResult) -> None:
         if self.apply_started is None and partial.progress.phase in APPLY_PHASES:
             self.apply_started = self.clock()
-        if partial.progress.done > 0:
+        # Progress that lasts: members added, removed or refused in Sales. Members a validation
+        # rejects count as done in the call's progress, but a later slice validates them again;
+        # stopping on them alone (streamed validation while the list is read, past a deadline
+        # spent planning) let every slice stop before its first write, for ever.
+        if partial.added or partial.removed or partial.failed:
             self.progressed = True
 
     def spent(self) -> bool:

@@ -14,8 +14,12 @@ class Clock:
         return self.now
 
 
-def progress(phase: str, done: int = 0) -> SegmentResult:
-    return SegmentResult(segment="s", progress=SegmentProgress(phase=phase, done=done, total=10))
+def progress(phase: str, done: int = 0, *, added: int | None = None) -> SegmentResult:
+    return SegmentResult(
+        segment="s",
+        added=done if added is None else added,
+        progress=SegmentProgress(phase=phase, done=done, total=10),
+    )
 
 
 def test_nothing_stops_before_the_deadline() -> None:
@@ -45,4 +49,17 @@ def test_a_call_that_started_applying_early_stops_right_at_the_deadline() -> Non
     clock.now = 1.0
     budget.observe(progress("applying", done=1))
     clock.now = 10.0
+    assert budget.spent()
+
+
+def test_members_rejected_by_validation_are_not_progress_that_lasts() -> None:
+    # Streamed validation while the list is read rejects inactive contacts (done > 0) before
+    # anything is written: a slice past its deadline must still go on to write something.
+    clock = Clock()
+    budget = SliceBudget(deadline=10.0, budget=10.0, clock=clock)
+    clock.now = 20.0
+    budget.observe(progress("reading-list", done=40, added=0))
+    assert not budget.spent()
+    budget.observe(progress("applying", done=540, added=500))
+    clock.now = 25.0
     assert budget.spent()

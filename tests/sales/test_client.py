@@ -6,7 +6,12 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from shared.errors import AuthenticationError, FatalSalesError, TransientSalesError
+from shared.errors import (
+    AuthenticationError,
+    FatalSalesError,
+    SalesTimeoutError,
+    TransientSalesError,
+)
 from shared.sales.batch import BatchPart
 from shared.sales.client import (
     MAX_SPACING,
@@ -187,6 +192,39 @@ def test_unsafe_requests_are_not_retried_after_a_network_error(make_client: Make
     client = make_client(FakeDataverse(), transport=httpx.MockTransport(broken))
     with pytest.raises(TransientSalesError, match="ReadError"):
         client.send("POST", "lists", json_body={}, retry_unsafe=False)
+
+
+def test_a_write_that_timed_out_is_not_sent_again_and_names_the_setting(
+    make_client: MakeClient,
+) -> None:
+    fake = FakeDataverse()
+    sent: list[str] = []
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        sent.append(request.method)
+        if request.method != "GET" and len(sent) == 1:
+            raise httpx.ReadTimeout("no answer")
+        return fake.handle(request)
+
+    client = make_client(fake, transport=httpx.MockTransport(slow), timeout=7.0)
+    with pytest.raises(SalesTimeoutError, match=r"SALES_TIMEOUT_SECONDS \(7 s\)"):
+        client.send("POST", "AddListMembersList", json_body={})
+    assert sent == ["POST"]  # it may still be running in Sales: never a second copy
+
+
+def test_a_read_that_timed_out_is_retried(make_client: MakeClient) -> None:
+    fake = FakeDataverse()
+    calls = [0]
+
+    def slow_once(request: httpx.Request) -> httpx.Response:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise httpx.ReadTimeout("no answer")
+        return fake.handle(request)
+
+    client = make_client(fake, transport=httpx.MockTransport(slow_once))
+    assert client.who_am_i()["UserId"]
+    assert calls[0] == 2
 
 
 def test_401_refreshes_the_token_once(make_client: MakeClient) -> None:
