@@ -327,6 +327,10 @@ class Slice:
         self.store.queue.send(self.message, visibility_timeout=TURN_DELAY)
         if self.writer is not None:
             self.writer.run.reason = str(turn)
+            # Waiting for a turn is not a start that died: take back this slice's attempt.
+            if self.writer.run.attempted_slice == self.message.slice:
+                attempts = self.writer.run.slice_attempts
+                self.writer.run.slice_attempts = max(0, attempts - 1)
             try:
                 self.writer.save()
             except RunClosed:
