@@ -507,6 +507,7 @@ def test_writes_that_time_out_are_counted_and_the_run_is_partially_succeeded(
     # Each delivery re-read the list and counted what the earlier ones' writes left; only the
     # last delivery's own write, still unanswered when the run gave up, is not counted.
     assert in_list - 250 <= segment.added <= in_list
-    # One write a delivery: a timed-out write is never sent again while it may still run.
-    assert sum(stats["requests"]["add-list-members"].values()) == 3, stats["requests"]
+    # At most one write a delivery (3): a timed-out write is never sent again while it may
+    # still run in Sales.
+    assert 1 <= sum(stats["requests"]["add-list-members"].values()) <= 3, stats["requests"]
     store.close()
