@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,13 +60,18 @@ class Azurite:
         )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop an Azurite started by ``launch_azurite`` (its whole process group)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def azurite_command() -> list[str]:
@@ -88,35 +94,43 @@ def start_azurite(
     ports loses nothing (Azurite refuses --inMemoryPersistence together with --location)."""
     tp, qp, bp = table_port or free_port(), queue_port or free_port(), blob_port or free_port()
     persistence = ["--location", str(location)] if location else ["--inMemoryPersistence"]
+    proc = launch_azurite(persistence, tp, qp, bp)
+    return Azurite(proc=proc, table_port=tp, queue_port=qp, blob_port=bp)
+
+
+def launch_azurite(
+    extra_args: Sequence[str], table_port: int, queue_port: int, blob_port: int
+) -> subprocess.Popen[bytes]:
+    """Start Azurite on loopback with the given ports and extra arguments (persistence, OAuth,
+    TLS) and return once all three ports answer; killed again if any does not."""
     proc = subprocess.Popen(
         [
             *azurite_command(),
             "--silent",
-            *persistence,
+            *extra_args,
             "--disableTelemetry",
             "--skipApiVersionCheck",
             "--tableHost",
             "127.0.0.1",
             "--tablePort",
-            str(tp),
+            str(table_port),
             "--queueHost",
             "127.0.0.1",
             "--queuePort",
-            str(qp),
+            str(queue_port),
             "--blobHost",
             "127.0.0.1",
             "--blobPort",
-            str(bp),
+            str(blob_port),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        wait_for_port(tp, proc)
-        wait_for_port(qp, proc)
-        wait_for_port(bp, proc)
+        for port in (table_port, queue_port, blob_port):
+            wait_for_port(port, proc)
     except Exception:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
-    return Azurite(proc=proc, table_port=tp, queue_port=qp, blob_port=bp)
+    return proc

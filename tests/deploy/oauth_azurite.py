@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support import azurite_command, free_port, wait_for_port
+from devtools.azurite import free_port, launch_azurite, stop_process
 
 STORAGE_AUDIENCE = "https://storage.azure.com"
 
@@ -114,52 +113,16 @@ class OAuthAzurite:
         return env
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 def start_oauth_azurite(directory: Path) -> OAuthAzurite:
     cert, key = self_signed_loopback_cert(directory)
     tp, qp, bp = free_port(), free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            *azurite_command(),
-            "--silent",
-            "--inMemoryPersistence",
-            "--disableTelemetry",
-            "--skipApiVersionCheck",
-            "--oauth",
-            "basic",
-            "--cert",
-            str(cert),
-            "--key",
-            str(key),
-            "--tableHost",
-            "127.0.0.1",
-            "--tablePort",
-            str(tp),
-            "--queueHost",
-            "127.0.0.1",
-            "--queuePort",
-            str(qp),
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(bp),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    proc = launch_azurite(
+        ["--inMemoryPersistence", "--oauth", "basic", "--cert", str(cert), "--key", str(key)],
+        tp,
+        qp,
+        bp,
     )
-    try:
-        for port in (tp, qp, bp):
-            wait_for_port(port, proc)
-    except Exception:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
     return OAuthAzurite(proc, tp, qp, bp, cert)
