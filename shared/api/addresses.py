@@ -8,12 +8,12 @@ fragment. The result is normalised: lower-case host, default port dropped, no tr
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+from shared.loopback import is_loopback
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 MAX_LENGTH = 2048
 
@@ -28,15 +28,6 @@ def host_matches(host: str, pattern: str) -> bool:
         suffix = pattern[1:]  # ".dynamics.com"
         return host.endswith(suffix) and len(host) > len(suffix)
     return host == pattern
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def normalise_server_address(

@@ -14,21 +14,11 @@ import socket
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from shared.loopback import is_loopback
+
 MAX_URL = 2048
 
 Resolver = Callable[[str], list[str]]
-
-
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-
-
-def is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class WebhookAddressError(ValueError):

@@ -39,6 +39,7 @@ from shared.api.schemas import (
     credential_from_input,
 )
 from shared.errors import PreconditionFailedError
+from shared.loopback import is_loopback
 from shared.models import Audit, Connection, ContactIdSource, CredentialKind, SignIn, UsableBy
 from shared.secrets_rule import secret_setting_problem
 from shared.settings import Settings
@@ -300,7 +301,7 @@ def _delegated(store: StoreApi, connection_id: str) -> Connection:
 
 def _check_redirect(uri: str) -> str:
     parts = urlsplit(uri)
-    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    loopback = is_loopback(parts.hostname)
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
         raise field_error(422, "redirectUri", "must be https (http only for localhost)")
     if not parts.hostname or parts.fragment or parts.username or parts.password:
