@@ -53,3 +53,26 @@ def run_worker(msg: func.QueueMessage) -> None:
 )
 def run_poison(msg: func.QueueMessage) -> None:
     run_triggers.on_poison_message(msg.get_body())
+
+
+# --- background customer imports (POST /api/customer-imports; bodies: shared/imports) ---------
+
+
+@app.function_name(name="customer_import")
+@app.queue_trigger(
+    arg_name="msg", queue_name="%IMPORT_QUEUE_NAME%", connection=HOST_STORAGE_SETTING
+)
+def customer_import(msg: func.QueueMessage) -> None:
+    from shared.imports.triggers import on_import_message
+
+    on_import_message(msg.get_body(), msg.dequeue_count or 1)
+
+
+@app.function_name(name="customer_import_poison")
+@app.queue_trigger(
+    arg_name="msg", queue_name="%IMPORT_QUEUE_NAME%-poison", connection=HOST_STORAGE_SETTING
+)
+def customer_import_poison(msg: func.QueueMessage) -> None:
+    from shared.imports.triggers import on_import_poison
+
+    on_import_poison(msg.get_body())

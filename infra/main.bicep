@@ -31,7 +31,7 @@ param tokenCacheKey string = ''
 param principalId string = ''
 
 // The settings the Functions host resolves in the triggers (%REFRESH_SCHEDULE%, %SCHEDULE_TICK%,
-// %RUN_QUEUE_NAME%):
+// %RUN_QUEUE_NAME%, %IMPORT_QUEUE_NAME%):
 // they must be app settings. The values equal shared/settings.py's defaults (a test checks).
 @description('NCRONTAB (6 fields, UTC) of the scheduled refresh')
 param refreshSchedule string = '0 0 2 * * *'
@@ -39,6 +39,8 @@ param refreshSchedule string = '0 0 2 * * *'
 param scheduleTick string = '0 * * * * *'
 @description('Run queue name (the queue trigger reads it; poison queue <name>-poison)')
 param runQueueName string = 'segment-export-runs'
+@description('Queue of background customer imports (POST /api/customer-imports; poison queue <name>-poison)')
+param importQueueName string = 'segment-export-imports'
 @description('Prefix of every table name')
 param tablePrefix string = 'segexp'
 
@@ -102,6 +104,7 @@ module api 'app/api.bicep' = {
     refreshSchedule: refreshSchedule
     scheduleTick: scheduleTick
     runQueueName: runQueueName
+    importQueueName: importQueueName
     tablePrefix: tablePrefix
   }
 }

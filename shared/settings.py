@@ -159,6 +159,7 @@ def _list(
 SETTING_NAMES: tuple[str, ...] = (
     "TABLE_PREFIX",
     "RUN_QUEUE_NAME",
+    "IMPORT_QUEUE_NAME",
     "REFRESH_SCHEDULE",
     "SCHEDULE_TICK",
     "ALLOWED_SALES_HOSTS",
@@ -192,7 +193,12 @@ SETTING_NAMES: tuple[str, ...] = (
 CONNECTION_SETTINGS: tuple[str, ...] = (HOST_STORAGE_SETTING, DATA_STORAGE_SETTING)
 # Settings the Functions host itself resolves (%NAME% in a trigger): Python defaults never
 # reach it, so under the host they must be app settings.
-HOST_SETTINGS: tuple[str, ...] = ("REFRESH_SCHEDULE", "SCHEDULE_TICK", "RUN_QUEUE_NAME")
+HOST_SETTINGS: tuple[str, ...] = (
+    "REFRESH_SCHEDULE",
+    "SCHEDULE_TICK",
+    "RUN_QUEUE_NAME",
+    "IMPORT_QUEUE_NAME",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +210,7 @@ class Settings:
     data_storage: StorageConnection | None = None
     table_prefix: str = "segexp"
     run_queue: str = "segment-export-runs"
+    import_queue: str = "segment-export-imports"  # background customer imports (shared/imports)
     refresh_schedule: str = "0 0 2 * * *"
     schedule_tick: str = "0 * * * * *"  # the timer that starts exports with their own schedule
     # Notifications (shared/notify)
@@ -267,6 +274,7 @@ class Settings:
             data_storage=data_storage,
             table_prefix=_str(env, "TABLE_PREFIX", d.table_prefix),
             run_queue=_str(env, "RUN_QUEUE_NAME", d.run_queue),
+            import_queue=_str(env, "IMPORT_QUEUE_NAME", d.import_queue),
             refresh_schedule=_ncrontab(
                 "REFRESH_SCHEDULE", _str(env, "REFRESH_SCHEDULE", d.refresh_schedule)
             ),

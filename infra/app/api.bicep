@@ -16,6 +16,7 @@ param apiClientSecretConfigured bool
 param refreshSchedule string
 param scheduleTick string
 param runQueueName string
+param importQueueName string
 param tablePrefix string
 param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
@@ -102,10 +103,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     STORAGE_CONNECTION: ''
     APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-    // Trigger settings the host resolves (%REFRESH_SCHEDULE%, %SCHEDULE_TICK%, %RUN_QUEUE_NAME%).
+    // Trigger settings the host resolves (%REFRESH_SCHEDULE%, %SCHEDULE_TICK%, %RUN_QUEUE_NAME%,
+    // %IMPORT_QUEUE_NAME%).
     REFRESH_SCHEDULE: refreshSchedule
     SCHEDULE_TICK: scheduleTick
     RUN_QUEUE_NAME: runQueueName
+    IMPORT_QUEUE_NAME: importQueueName
     TABLE_PREFIX: tablePrefix
     ALLOWED_SALES_HOSTS: '*.dynamics.com,*.dynamics.us,*.dynamics.cn,*.crm.microsoftdynamics.de,*.crm.appsplatform.us'
     ALLOW_LOOPBACK_SALES: 'false'

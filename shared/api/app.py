@@ -69,6 +69,7 @@ def create_api(
     the environment (shared/config_check.py)."""
     from shared.api.routes import (
         connections,
+        customer_imports,
         customers,
         exports,
         me,
@@ -132,7 +133,17 @@ def create_api(
 
     routers = [
         m.router
-        for m in (connections, exports, runs, segments, customers, sources, notifications, me)
+        for m in (
+            connections,
+            exports,
+            runs,
+            segments,
+            customers,
+            customer_imports,
+            sources,
+            notifications,
+            me,
+        )
     ]
     for router in routers:
         api.include_router(router)

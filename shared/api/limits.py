@@ -15,7 +15,8 @@ UPLOAD_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
         ("PUT", "/api/segments/{name}"),
         ("POST", "/api/customers"),
-        # the console's upload pages pass the file on to the two routes above unchanged
+        ("POST", "/api/customer-imports"),
+        # the console's upload pages pass the file on to the routes above unchanged
         ("POST", "/data/segments"),
         ("POST", "/data/customers"),
     }

@@ -693,6 +693,31 @@ class ImportReportOut(OutputModel):
     upserted: int = Field(description="customers written (all rows, or none on any error)")
 
 
+class CustomerImportOut(OutputModel):
+    """A background customer import (POST /api/customer-imports) and its progress."""
+
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    rows: int = Field(description="rows in the file (all valid: a bad file is refused whole)")
+    rows_written: int = Field(description="rows written to the customers table so far")
+    chunks: int = Field(description="staged chunks (the worker checkpoints after each)")
+    chunks_written: int
+    merge: bool = Field(description="rows merge into stored customers instead of replacing")
+    created_by: str
+    created_at: str
+    updated_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = Field(
+        default=None, description="why it failed, or the last failure it is retrying"
+    )
+    deliveries: int = Field(description="queue deliveries that worked on it")
+
+
+class CustomerImportList(OutputModel):
+    items: list[CustomerImportOut]
+
+
 # --- notification targets ----------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """A local stand-in for the Functions host's queue listener (the `func` host cannot run here).
 
     python -m shared.runs.worker_main [--visibility S] [--retry-delay S] [--exit-when-idle S]
-                                      [--listeners N]
+                                      [--listeners N] [--import-listeners N]
 
 Reads the run queue (settings from the environment, like the app), hands each message's decoded
 text to the same ``on_run_message`` the queue trigger calls, and behaves like the host: delete on
@@ -10,7 +10,8 @@ that failed its MAX_DEQUEUE_COUNT-th delivery (or was delivered more often: its 
 the poison queue ``<queue>-poison``, whose messages it hands to the poison function's body.
 Used by the demo, the benchmark and the crash tests (which SIGKILL it at random points).
 ``--listeners N`` handles up to N messages at once in one process, as one Functions instance
-does (host.json batchSize).
+does (host.json batchSize). The import queue (IMPORT_QUEUE_NAME, background customer imports)
+is served the same way by ``--import-listeners`` more threads (1 by default; 0: none).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from shared import telemetry
+from shared.imports.triggers import on_import_message, on_import_poison
 from shared.runs.triggers import on_poison_message, on_run_message
 from shared.settings import Settings
 from shared.store.protocols import StoreApi
@@ -38,6 +41,27 @@ POISON_SUFFIX = "-poison"  # the Functions host's poison queue: <queue>-poison
 
 def poison_queue_name(settings: Settings) -> str:
     return f"{settings.run_queue}{POISON_SUFFIX}"
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One queue the runner serves, with the bodies of its function and its poison function."""
+
+    queue: Callable[[Settings], str]
+    handle: Callable[[str | bytes, int, StoreApi, Settings], object]
+    poison: Callable[[str | bytes, StoreApi, Settings], object]
+
+
+RUNS = Listener(
+    queue=lambda s: s.run_queue,
+    handle=lambda body, n, store, s: on_run_message(body, n, store=store, settings=s),
+    poison=lambda body, store, s: on_poison_message(body, store=store),
+)
+IMPORTS = Listener(
+    queue=lambda s: s.import_queue,
+    handle=lambda body, n, store, s: on_import_message(body, n, store=store, settings=s),
+    poison=lambda body, store, s: on_import_poison(body, store=store, settings=s),
+)
 
 
 def queue_client(settings: Settings, name: str | None = None) -> Any:
@@ -59,17 +83,20 @@ def serve(
     exit_when_idle: float | None = None,
     poll_interval: float = 0.2,
     max_poll_interval: float = 2.0,
+    listener: Listener = RUNS,
 ) -> int:
     """Process messages until should_stop() (or idle for exit_when_idle seconds); returns how
-    many deliveries were handled (run and poison queue)."""
-    queue = queue_client(settings)
-    poison = queue_client(settings, poison_queue_name(settings))
+    many deliveries were handled (the listener's queue and its poison queue: by default the run
+    queue)."""
+    name = listener.queue(settings)
+    queue = queue_client(settings, name)
+    poison = queue_client(settings, f"{name}{POISON_SUFFIX}")
     _ensure(poison)
     handled = 0
     idle_since = time.monotonic()
     delay = poll_interval
     while not should_stop():
-        if _serve_poison(poison, store, visibility):
+        if _serve_poison(poison, store, settings, visibility, listener):
             handled += 1
             idle_since = time.monotonic()
             continue
@@ -96,7 +123,7 @@ def serve(
             _to_poison(queue, poison, message)
             continue
         try:
-            on_run_message(message.content, message.dequeue_count, store=store, settings=settings)
+            listener.handle(message.content, message.dequeue_count, store, settings)
         except Exception as exc:
             if message.dequeue_count >= settings.max_dequeue_count:
                 log.warning("delivery %d failed (%s); giving up", message.dequeue_count, exc)
@@ -130,7 +157,9 @@ def _to_poison(queue: Any, poison: Any, message: Any) -> None:
     _delete(queue, message)
 
 
-def _serve_poison(poison: Any, store: StoreApi, visibility: int) -> bool:
+def _serve_poison(
+    poison: Any, store: StoreApi, settings: Settings, visibility: int, listener: Listener
+) -> bool:
     """Hand one poison-queue message (if any) to the poison function's body, like the host's
     listener on <queue>-poison. True if a message was handled."""
     try:
@@ -141,7 +170,7 @@ def _serve_poison(poison: Any, store: StoreApi, visibility: int) -> bool:
     if message is None:
         return False
     try:
-        on_poison_message(message.content, store=store)
+        listener.poison(message.content, store, settings)
     except Exception as exc:
         log.warning("poison delivery %d failed (%s)", message.dequeue_count, exc)
         return True
@@ -168,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--listeners", type=int, default=1, help="messages handled at once (threads)"
     )
+    parser.add_argument(
+        "--import-listeners", type=int, default=1, help="threads on the import queue (0: none)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -189,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     visibility = args.visibility or int(settings.run_slice_seconds + 60)
     print("worker ready", flush=True)
+    kinds = [RUNS] * max(1, args.listeners) + [IMPORTS] * max(0, args.import_listeners)
     listeners = [
         threading.Thread(
             target=serve,
@@ -198,11 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "visibility": visibility,
                 "retry_delay": args.retry_delay,
                 "exit_when_idle": args.exit_when_idle,
+                "listener": kind,
             },
-            name=f"listener-{n}",
+            name=f"listener-{n}" if kind is RUNS else f"import-listener-{n}",
             daemon=True,
         )
-        for n in range(max(1, args.listeners))
+        for n, kind in enumerate(kinds)
     ]
     for listener in listeners:
         listener.start()

@@ -118,6 +118,37 @@ def _entity(row: Mapping[str, Any]) -> dict[str, Any]:
     return entity
 
 
+def validate_rows(rows: Iterable[object]) -> list[RowError]:
+    """Every problem of an import (1-based rows), duplicates and entity limits included; empty
+    if all rows can be written. Pure: the one check of the synchronous route and of a background
+    import (shared/imports), run before anything is written."""
+    errors: list[RowError] = []
+    first_seen: dict[str, int] = {}
+    bad_rows = 0
+    for number, row in enumerate(rows, start=1):
+        problems = row_problems(row)
+        if not problems:
+            assert isinstance(row, Mapping)
+            customer_id = str(row[ID_COLUMN])
+            if customer_id in first_seen:
+                seen = first_seen[customer_id]
+                problems.append((ID_COLUMN, f"duplicate CustomerId, first seen in row {seen}"))
+            else:
+                first_seen[customer_id] = number
+        if not problems:
+            try:
+                check_entity(_entity(row), "the row")  # type: ignore[arg-type]
+            except StoreLimitError as error:
+                problems.append(("", str(error)))
+        if problems:
+            bad_rows += 1
+            if len(errors) < MAX_REPORTED_ERRORS:
+                errors.extend(RowError(number, f, m) for f, m in problems)
+    if bad_rows and len(errors) >= MAX_REPORTED_ERRORS:
+        errors.append(RowError(0, "", f"{bad_rows} rows have problems; not all are listed"))
+    return errors
+
+
 class CustomerRepository:
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
@@ -130,40 +161,16 @@ class CustomerRepository:
 
         Each row replaces the stored customer (merge=True keeps columns the row does not name).
         A CustomerId appearing twice in one import is an error."""
-        errors: list[RowError] = []
-        entities: list[dict[str, Any]] = []
-        first_seen: dict[str, int] = {}
-        bad_rows = 0
-        for number, row in enumerate(rows, start=1):
-            problems = row_problems(row)
-            if not problems:
-                customer_id = row[ID_COLUMN]  # type: ignore[index]
-                if customer_id in first_seen:
-                    problems.append(
-                        (
-                            ID_COLUMN,
-                            f"duplicate CustomerId, first seen in row {first_seen[customer_id]}",
-                        )
-                    )
-                else:
-                    first_seen[customer_id] = number  # type: ignore[index]
-            if not problems:
-                try:
-                    entity = _entity(row)  # type: ignore[arg-type]
-                    check_entity(entity, "the row")
-                    entities.append(entity)
-                except StoreLimitError as error:
-                    problems.append(("", str(error)))
-            if problems:
-                bad_rows += 1
-                if len(errors) < MAX_REPORTED_ERRORS:
-                    errors.extend(RowError(number, f, m) for f, m in problems)
-        if bad_rows and len(errors) >= MAX_REPORTED_ERRORS:
-            errors.append(RowError(0, "", f"{bad_rows} rows have problems; not all are listed"))
+        errors = validate_rows(rows)
         if errors:
             return ImportReport(rows=len(rows), upserted=0, errors=errors)
-        self._write(entities, merge)
-        return ImportReport(rows=len(rows), upserted=len(entities), errors=[])
+        self.write_rows(rows, merge=merge)
+        return ImportReport(rows=len(rows), upserted=len(rows), errors=[])
+
+    def write_rows(self, rows: Sequence[Mapping[str, object]], *, merge: bool = False) -> None:
+        """Write rows that passed validate_rows (upserts: idempotent, so a retry or a resumed
+        background import may write a row again)."""
+        self._write([_entity(row) for row in rows], merge)
 
     def _write(self, entities: list[dict[str, Any]], merge: bool) -> None:
         by_bucket: dict[str, list[tuple[Any, ...]]] = defaultdict(list)

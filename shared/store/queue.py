@@ -91,18 +91,22 @@ class ReceivedRun:
     dequeue_count: int
 
 
-class RunQueue:
+class StorageQueue:
+    """A queue on a storage connection, created on first use, sending base64 text (as the
+    Functions queue trigger reads it). `setting` names the app setting of its name."""
+
     def __init__(
         self,
         connection: StorageConnection,
         name: str,
         *,
+        setting: str = "RUN_QUEUE_NAME",
         credential: TokenCredential | None = None,
         **client_options: Any,
     ) -> None:
         if not _QUEUE_NAME.fullmatch(name) or "--" in name:
             raise ConfigurationError(
-                f"queue name {name!r} (RUN_QUEUE_NAME) must be 3-63 lowercase letters, digits "
+                f"queue name {name!r} ({setting}) must be 3-63 lowercase letters, digits "
                 "and single hyphens, starting and ending with a letter or digit"
             )
         self.connection = connection
@@ -148,12 +152,24 @@ class RunQueue:
     def ensure(self) -> None:
         self._queue()
 
+    def send_text(self, text: str, visibility_timeout: int = 0) -> None:
+        """Enqueue `text` (base64-encoded by the client); delivery delayed by
+        `visibility_timeout` seconds."""
+        with translated(f"send to queue {self.name}"):
+            self._queue().send_message(text, visibility_timeout=visibility_timeout or None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = None
+            self._ensured = False
+
+
+class RunQueue(StorageQueue):
     def send(self, message: RunMessage, visibility_timeout: int = 0) -> None:
         """Enqueue; `visibility_timeout` seconds delay delivery (continuations may wait)."""
-        with translated(f"send to queue {self.name}"):
-            self._queue().send_message(
-                encode_message(message), visibility_timeout=visibility_timeout or None
-            )
+        self.send_text(encode_message(message), visibility_timeout)
 
     def receive(self, max_messages: int = 1, visibility_timeout: int = 60) -> list[ReceivedRun]:
         """Take up to `max_messages` (hidden for `visibility_timeout` s); delete them when done."""
@@ -180,10 +196,3 @@ class RunQueue:
     def delete(self, received: ReceivedRun) -> None:
         with translated(f"delete from queue {self.name}"):
             self._queue().delete_message(received.id, received.pop_receipt)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-            self._client = None
-            self._ensured = False

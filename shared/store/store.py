@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import StoreAccessDeniedError
 from shared.settings import Settings
 from shared.store.budgets import BUDGETS, BudgetRepository
+from shared.store.customer_imports import IMPORT_CHUNKS, IMPORTS, CustomerImportRepository
 from shared.store.customers import CUSTOMERS, CustomerRepository
 from shared.store.leases import LEASES, LeaseRepository
 from shared.store.notify import (
@@ -17,7 +18,7 @@ from shared.store.notify import (
     NotificationTargetRepository,
     NotifyStateRepository,
 )
-from shared.store.queue import RunQueue
+from shared.store.queue import RunQueue, StorageQueue
 from shared.store.records import (
     CONNECTIONS,
     EXPORT_STATE,
@@ -58,6 +59,8 @@ TABLES = (
     SCHEDULE_CLAIMS,
     NOTIFY_TARGETS,
     NOTIFY_STATE,
+    IMPORTS,
+    IMPORT_CHUNKS,
 )
 
 
@@ -99,6 +102,7 @@ class Store:
         self.leases = LeaseRepository(self.tables, clock)
         self.segments = SegmentRepository(self.tables)
         self.customers = CustomerRepository(self.tables)
+        self.customer_imports = CustomerImportRepository(self.tables)
         self.budgets = BudgetRepository(self.tables, clock)
         self.signins = SignInRepository(self.tables)
         self.schedule_claims = ScheduleClaimRepository(self.tables)
@@ -111,23 +115,34 @@ class Store:
             credential=credential,
             **{**QUEUE_RETRY, **options},
         )
+        # Background customer imports (shared/imports): their own queue and trigger, on the
+        # same connection, so a big import never waits behind (or delays) export runs.
+        self.import_queue = StorageQueue(
+            settings.storage,
+            settings.import_queue,
+            setting="IMPORT_QUEUE_NAME",
+            credential=credential,
+            **{**QUEUE_RETRY, **options},
+        )
 
     def ensure(self) -> None:
-        """Create every table and the run queue if missing (idempotent). A refused credential
+        """Create every table and both queues if missing (idempotent). A refused credential
         is re-raised naming the connection setting, so a bad token is a clear startup error."""
         try:
             for short in TABLES:
                 self.tables.client(short)
         except StoreAccessDeniedError as error:
             raise StoreAccessDeniedError(f"{self.tables.connection.setting}: {error}") from error
-        try:
-            self.queue.ensure()
-        except StoreAccessDeniedError as error:
-            raise StoreAccessDeniedError(f"{self.queue.connection.setting}: {error}") from error
+        for queue in (self.queue, self.import_queue):
+            try:
+                queue.ensure()
+            except StoreAccessDeniedError as error:
+                raise StoreAccessDeniedError(f"{queue.connection.setting}: {error}") from error
 
     def close(self) -> None:
         self.tables.close()
         self.queue.close()
+        self.import_queue.close()
 
 
 def open_store(settings: Settings, **kwargs: Any) -> Store:

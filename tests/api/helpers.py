@@ -35,6 +35,7 @@ def base_env(azurite: Any, table_prefix: str, **extra: str) -> dict[str, str]:
         "AzureWebJobsStorage": azurite.connection_string,
         "TABLE_PREFIX": table_prefix,
         "RUN_QUEUE_NAME": f"{table_prefix}-runs",
+        "IMPORT_QUEUE_NAME": f"{table_prefix}-imports",
         "AUTH_MODE": "easyauth",
         "WEBSITE_AUTH_ENABLED": "true",
         "ALLOW_LOOPBACK_SALES": "false",

@@ -33,6 +33,7 @@ def fuzz_schema(azurite: Any) -> Iterator[Any]:
         "AzureWebJobsStorage": azurite.connection_string,
         "TABLE_PREFIX": prefix,
         "RUN_QUEUE_NAME": f"{prefix}-runs",
+        "IMPORT_QUEUE_NAME": f"{prefix}-imports",
         "AUTH_MODE": "local-dev",
         "LOCAL_DEV_ROLES": "Admin",
         "MAX_UPLOAD_BYTES": "65536",

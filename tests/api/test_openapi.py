@@ -24,6 +24,8 @@ CONTRACT = {
     "/api/segments/{name}": {"get", "put", "delete"},
     "/api/customers": {"post"},
     "/api/customers/{customer_id}": {"get"},
+    "/api/customer-imports": {"get", "post"},
+    "/api/customer-imports/{import_id}": {"get"},
     "/api/sources/{kind}/segments": {"get"},
     "/api/health": {"get"},
     "/api/notifications/targets": {"get", "post"},

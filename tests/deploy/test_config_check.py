@@ -17,6 +17,7 @@ HOSTED = {
     "REFRESH_SCHEDULE": "0 0 2 * * *",
     "SCHEDULE_TICK": "0 * * * * *",
     "RUN_QUEUE_NAME": "segment-export-runs",
+    "IMPORT_QUEUE_NAME": "segment-export-imports",
     "AUTH_MODE": "easyauth",
 }
 

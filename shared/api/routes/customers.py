@@ -1,6 +1,7 @@
 """/api/customers: the unified customer rows (upsert by CustomerId, JSON or CSV). Admin writes;
 every role reads. A file with any bad row is rejected whole (422, per-row errors, nothing
-written)."""
+written). A file of more than SYNC_MAX_ROWS rows is refused (413) in favour of the background
+import (/api/customer-imports), whose time is not bound by one HTTP request."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from shared.api.deps import admin, any_role, get_store
 from shared.api.identity import Caller
+from shared.api.problems import ApiProblem
 from shared.api.schemas import CUSTOMER_ID_PATTERN, ImportReportOut
 from shared.api.uploads import read_customer_rows, rows_problem
 from shared.store.protocols import StoreApi
@@ -20,6 +22,12 @@ log = logging.getLogger("shared.api")
 router = APIRouter(prefix="/api/customers", tags=["customers"])
 
 CustomerId = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, description="CustomerId")]
+# The largest file POST /api/customers writes inside the request. Azure's front end ends an
+# HTTP request at 230 s; the table writes run at 1,250-1,700 rows/s on Azurite (bench/README
+# "Table Storage" and "Background customer imports"), so 20,000 rows take ~12-16 s to write,
+# plus ~1 s to parse and validate: about a 14x margin for a slower storage account or a busy
+# instance. Bigger files go through POST /api/customer-imports.
+SYNC_MAX_ROWS = 20_000
 ROWS_BODY = {
     "requestBody": {
         "required": True,
@@ -44,7 +52,8 @@ ROWS_BODY = {
 @router.post(
     "",
     response_model=ImportReportOut,
-    summary="Upsert customer rows by CustomerId (Admin): JSON array or CSV",
+    summary="Upsert customer rows by CustomerId (Admin): JSON array or CSV; at most "
+    f"{SYNC_MAX_ROWS:,} rows (413 above: use /api/customer-imports)",
     openapi_extra=ROWS_BODY,
 )
 async def upsert_customers(
@@ -56,6 +65,20 @@ async def upsert_customers(
 
     body = await request.body()
     rows = read_customer_rows(request.headers.get("content-type"), body)
+    if len(rows) > SYNC_MAX_ROWS:
+        raise ApiProblem(
+            413,
+            f"The file has {len(rows):,} rows; this route writes at most {SYNC_MAX_ROWS:,} "
+            "inside one request. Send it to POST /api/customer-imports instead: it is "
+            "validated the same way, then imported in the background with progress.",
+            kind="too-many-rows",
+            title="Too many rows for one request",
+            extra={
+                "maxRows": SYNC_MAX_ROWS,
+                "rows": len(rows),
+                "importUrl": "/api/customer-imports",
+            },
+        )
     report = await run_in_threadpool(store.customers.upsert_many, rows)
     if report.errors:  # the store re-checks (e.g. entity size); still all-or-nothing
         raise rows_problem(report.errors, "customer file")
