@@ -36,11 +36,57 @@ def follow(
         time.sleep(interval)
 
 
+IMPORT_FINAL = {"succeeded", "failed"}
+
+
+def follow_import(
+    api: ApiClient, import_id: str, *, interval: float = 1.0, out: Any = None
+) -> dict[str, Any]:
+    """Poll a background customer import until it is final, printing its progress."""
+    out = out or sys.stdout
+    last = ""
+    while True:
+        record = api.customer_import(import_id)
+        line = f"{record['state']}: {record['rowsWritten']:,} of {record['rows']:,} rows written"
+        if line != last:
+            print(f"  {line}", file=out, flush=True)
+            last = line
+        if record["state"] in IMPORT_FINAL:
+            return record
+        time.sleep(interval)
+
+
+def import_customers(api: ApiClient, file: Path, *, background: bool, merge: bool) -> int:
+    """Small files are written inside the request; a file past the synchronous route's row
+    limit (413 too-many-rows), or any file with --background, goes through the background
+    import, whose progress is followed until it ends."""
+    if not background and not merge:
+        try:
+            print(json.dumps(api.upsert_customers(file), indent=2))
+            return 0
+        except ApiError as exc:
+            if exc.status != 413 or not str(exc.problem.get("type", "")).endswith("too-many-rows"):
+                raise
+            print(f"{exc.problem.get('rows', 'too many'):,} rows: importing in the background")
+    record = api.start_customer_import(file, merge=merge)
+    print(f"queued customer import {record['id']}")
+    record = follow_import(api, record["id"])
+    if record.get("error"):
+        print(f"  {record['error']}")
+    return 0 if record["state"] == "succeeded" else 1
+
+
 def _cmd(args: argparse.Namespace, api: ApiClient) -> int:
     if args.command == "import-segment":
         print(json.dumps(api.put_segment(args.name, Path(args.file)), indent=2))
     elif args.command == "import-customers":
-        print(json.dumps(api.upsert_customers(Path(args.file)), indent=2))
+        return import_customers(api, Path(args.file), background=args.background, merge=args.merge)
+    elif args.command == "customer-imports":
+        for r in api.customer_imports(limit=args.limit):
+            print(
+                f"{r['id']}  {r['state']:<9} {r['rowsWritten']:>9,} / {r['rows']:<9,} rows  "
+                f"{r['createdAt'][:19]}  {r['createdBy']}  {r.get('error') or ''}"
+            )
     elif args.command == "segments":
         for seg in api.segments():
             print(
@@ -101,8 +147,15 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("import-segment", help="replace a segment's members from a CSV or JSON file")
     s.add_argument("name")
     s.add_argument("file")
-    s = sub.add_parser("import-customers", help="upsert unified customer rows from CSV or JSON")
+    s = sub.add_parser(
+        "import-customers",
+        help="upsert unified customer rows from CSV or JSON (large files: in the background)",
+    )
     s.add_argument("file")
+    s.add_argument("--background", action="store_true", help="always use the background import")
+    s.add_argument("--merge", action="store_true", help="keep stored columns a row does not name")
+    s = sub.add_parser("customer-imports", help="recent background customer imports")
+    s.add_argument("--limit", type=int, default=20)
     sub.add_parser("segments", help="list segments")
     sub.add_parser("connections", help="list connections")
     s = sub.add_parser("test-connection", help="probe a connection (token, WhoAmI, reads)")

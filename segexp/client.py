@@ -77,6 +77,21 @@ class ApiClient:
             return self._call("POST", "/api/customers", **_file_body(rows)).json()
         return self._call("POST", "/api/customers", json=rows).json()
 
+    def start_customer_import(
+        self, rows: list[dict[str, Any]] | Path, *, merge: bool = False
+    ) -> dict[str, Any]:
+        """Queue a background import (large files): 202 and the import record."""
+        params = {"merge": "true"} if merge else {}
+        body = _file_body(rows) if isinstance(rows, Path) else {"json": rows}
+        return self._call("POST", "/api/customer-imports", params=params, **body).json()
+
+    def customer_import(self, import_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/customer-imports/{quote(import_id, safe='')}").json()
+
+    def customer_imports(self, *, limit: int = 20) -> list[dict[str, Any]]:
+        answer = self._call("GET", "/api/customer-imports", params={"limit": limit}).json()
+        return list(answer["items"])
+
     def upsert_customers_csv(self, data: bytes) -> dict[str, Any]:
         return self._call(
             "POST", "/api/customers", content=data, headers={"Content-Type": "text/csv"}

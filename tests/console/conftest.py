@@ -63,7 +63,7 @@ def site(azurite: Any) -> Iterator[Site]:
     import uvicorn
 
     from shared.api.app import create_api
-    from shared.runs.worker_main import serve
+    from shared.runs.worker_main import IMPORTS, serve
     from shared.store import open_store
 
     saved = {
@@ -76,6 +76,7 @@ def site(azurite: Any) -> Iterator[Site]:
             "AzureWebJobsStorage": azurite.connection_string,
             "TABLE_PREFIX": prefix,
             "RUN_QUEUE_NAME": f"{prefix}-runs",
+            "IMPORT_QUEUE_NAME": f"{prefix}-imports",
             "AUTH_MODE": "easyauth",
             "WEBSITE_AUTH_ENABLED": "true",
             "ALLOW_LOOPBACK_SALES": "true",
@@ -107,6 +108,19 @@ def site(azurite: Any) -> Iterator[Site]:
         name="console-worker",
     )
     worker.start()
+    importer = threading.Thread(
+        target=serve,
+        args=(settings, store),
+        kwargs={
+            "should_stop": stop.is_set,
+            "visibility": 120,
+            "retry_delay": 2,
+            "listener": IMPORTS,
+        },
+        daemon=True,
+        name="console-importer",
+    )
+    importer.start()
     try:
         wait_for_port(port, None, timeout=30)
         yield Site(f"http://127.0.0.1:{port}", emu, settings)
@@ -115,6 +129,7 @@ def site(azurite: Any) -> Iterator[Site]:
         server.should_exit = True
         web.join(timeout=10)
         worker.join(timeout=10)
+        importer.join(timeout=10)
         store.close()
         emu.stop()
         os.environ.update(saved)

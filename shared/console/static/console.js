@@ -1,7 +1,8 @@
 // The console's only script: progressive enhancement over server-rendered pages.
 // - the export form's list-name preview (asks the server, which uses the worker's own function)
 // - live progress on a run's page (polls the public API until the run is final, then reloads)
-// - CSV uploads with a progress bar (XMLHttpRequest upload events; CSRF token in a header)
+// - CSV uploads with a progress bar (XMLHttpRequest upload events; CSRF token in a header); a
+//   customer file imported in the background: its progress (polls the public API until final)
 // Loaded as a module from this origin only (CSP: script-src 'self'); no inline script anywhere.
 
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
@@ -81,6 +82,32 @@ function runProgress() {
   setTimeout(poll, 500);
 }
 
+function followImport(url, bar, said) {
+  const poll = async () => {
+    let record;
+    try {
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(String(response.status));
+      record = await response.json();
+    } catch {
+      setTimeout(poll, 3000);
+      return;
+    }
+    bar.value = record.rows ? Math.round((100 * record.rowsWritten) / record.rows) : 100;
+    if (record.state === "succeeded") {
+      said.textContent = `Uploaded: ${record.rowsWritten.toLocaleString()} rows imported.`;
+      said.dataset.done = "true";
+    } else if (record.state === "failed") {
+      said.textContent = `The import failed: ${record.error || "see the function logs"}`;
+    } else {
+      said.textContent = `Importing in the background (${record.state}): ${record.rowsWritten.toLocaleString()} of ${record.rows.toLocaleString()} rows written…`;
+      setTimeout(poll, 1000);
+    }
+  };
+  bar.value = 0;
+  setTimeout(poll, 500);
+}
+
 function uploads() {
   for (const form of document.querySelectorAll("form.js-upload")) {
     form.addEventListener("submit", (event) => {
@@ -106,11 +133,18 @@ function uploads() {
       });
       xhr.addEventListener("load", () => {
         let message = `Upload finished with status ${xhr.status}.`;
+        let importUrl = "";
         try {
-          message = JSON.parse(xhr.responseText).message || message;
+          const answer = JSON.parse(xhr.responseText);
+          message = answer.message || message;
+          importUrl = answer.importUrl || "";
         } catch {}
         bar.value = 100;
         said.textContent = message;
+        if (importUrl) {
+          followImport(importUrl, bar, said);
+          return;
+        }
         if (xhr.status >= 200 && xhr.status < 300) {
           said.dataset.done = "true";
         }
