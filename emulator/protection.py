@@ -33,6 +33,7 @@ class Throttle:
     message: str
     retry_after: int  # header value, whole seconds
     violation: bool
+    since_block: float | None = None  # wall s since the block was announced (None: a new block)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class _UserState:
     costs: deque[tuple[float, float]] = field(default_factory=deque)  # (completed, wall cost)
     cost_sum: float = 0.0
     in_flight: int = 0
+    max_in_flight: int = 0  # the most this user ever had in flight at once (since reset)
     blocked_until: float = 0.0
     blocked_at: float = 0.0  # when the current block was announced
     blocked_code: str = CODE_REQUESTS
@@ -107,6 +109,7 @@ class ServiceProtection:
                     st.blocked_message,
                     retry_after_header(st.blocked_until - now),
                     violation=not in_flight,
+                    since_block=now - st.blocked_at,
                 )
             wait: float | None = None
             code = CODE_REQUESTS
@@ -123,6 +126,7 @@ class ServiceProtection:
                 return Throttle(code, st.blocked_message, header, violation=False)
             st.requests.append(now)
             st.in_flight += 1
+            st.max_in_flight = max(st.max_in_flight, st.in_flight)
             return None
 
     def _execution_wait(self, st: _UserState, now: float) -> float:
@@ -161,6 +165,17 @@ class ServiceProtection:
             self._purge(st, now)
             left_ms = max(0.0, self.execution_budget - st.cost_sum) / self.scale * 1000
             return max(0, self.limits.requests_per_window - len(st.requests)), left_ms
+
+    def max_in_flight(self) -> dict[str, int]:
+        """Per user (token subject): the most requests admitted and not yet answered at once."""
+        with self._lock:
+            return {user: st.max_in_flight for user, st in self._users.items() if st.max_in_flight}
+
+    def reset_peaks(self) -> None:
+        """Start counting max_in_flight afresh (with the stats), keeping the limit windows."""
+        with self._lock:
+            for st in self._users.values():
+                st.max_in_flight = st.in_flight
 
     def reset(self) -> None:
         with self._lock:

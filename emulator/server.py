@@ -81,6 +81,14 @@ class Emulator:
         self.tokens.base_url = base_url
         self.tokens.authority_host = base_url
 
+    def stats_snapshot(self) -> dict[str, Any]:
+        """Counters, the most in flight per identity and the bound for the recorded work."""
+        return {
+            **self.stats.snapshot(),
+            "max_concurrency_by_user": self.protection.max_in_flight(),
+            "min_wall_time": self.min_wall_time(),
+        }
+
     def min_wall_time(self, parallelism: int | None = None) -> dict[str, Any]:
         snap = self.stats.snapshot()
         p = parallelism or min(self.cfg.limits.concurrent_requests, self.cfg.dop_hint)
@@ -364,6 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
             path=self.path,
             throttle_code=throttle.code,
             violation=throttle.violation,
+            since_block=throttle.since_block,
         )
         err = {"error": {"code": throttle.code, "message": throttle.message}}
         self._send_json(429, err, {**base_headers, "Retry-After": str(throttle.retry_after)})
@@ -383,11 +392,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         parts = path.strip("/").split("/")
         if m == "GET" and parts == ["stats"]:
-            self._send_json(200, {**app.stats.snapshot(), "min_wall_time": app.min_wall_time()})
+            self._send_json(200, app.stats_snapshot())
         elif m == "GET" and parts == ["log"]:
             self._send_json(200, {"value": app.stats.recent()})
         elif m == "POST" and parts == ["reset-stats"]:
             app.stats.reset()
+            app.protection.reset_peaks()
             if doc.get("throttling"):
                 app.protection.reset()
             self._send_json(200, {"ok": True})
@@ -523,7 +533,7 @@ class RunningEmulator:
         return data.is_inactive(i, self.config.seed, self.config.inactive_fraction)
 
     def stats(self) -> dict[str, Any]:
-        return {**self._app.stats.snapshot(), "min_wall_time": self._app.min_wall_time()}
+        return self._app.stats_snapshot()
 
     def min_wall_time(self, parallelism: int | None = None) -> dict[str, Any]:
         return self._app.min_wall_time(parallelism)
@@ -534,6 +544,7 @@ class RunningEmulator:
     def reset_stats(self, throttling: bool = False) -> None:
         """Zero the counters; with throttling=True also clear every user's limit windows."""
         self._app.stats.reset()
+        self._app.protection.reset_peaks()
         if throttling:
             self._app.protection.reset()
 

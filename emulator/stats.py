@@ -39,6 +39,9 @@ class Stats:
             self.members_removed = 0
             self.rows_read = 0
             self.violations = 0
+            # Wall seconds between a block's announcement and each request that met it (the
+            # client-side window in which a Retry-After had not reached every sender yet).
+            self.met_block_after: list[float] = []
             self.limited_requests = 0  # admitted requests that count against the request limit
             self.total_cost = 0.0  # model seconds
             self.in_flight = 0
@@ -71,6 +74,7 @@ class Stats:
         throttle_code: str | None = None,
         violation: bool = False,
         fault: str | None = None,
+        since_block: float | None = None,
     ) -> None:
         with self._lock:
             self.requests[(kind, status)] += 1
@@ -86,6 +90,8 @@ class Stats:
                 self.throttled_by_code[throttle_code or "?"] += 1
             if violation:
                 self.violations += 1
+            if since_block is not None and len(self.met_block_after) < 1000:
+                self.met_block_after.append(round(since_block, 3))
             if fault:
                 self.faults[fault] += 1
             self.log.append(
@@ -120,6 +126,7 @@ class Stats:
                 "throttled": sum(self.throttled_by_code.values()),
                 "throttled_by_code": dict(self.throttled_by_code),
                 "violations": self.violations,
+                "met_block_after_seconds": sorted(self.met_block_after),
                 "faults": dict(self.faults),
                 "limited_requests": self.limited_requests,
                 "total_cost_seconds": round(self.total_cost, 6),

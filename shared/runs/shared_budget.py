@@ -6,38 +6,37 @@ inside one process cannot keep the identity within its limits: a 429 seen by one
 hold back all of them, and their requests in flight together must stay within ``x-ms-dop-hint``.
 
 Why Table Storage: the app already depends on it (no new service to deploy or secure), every
-Functions plan reaches it, it offers ETag-guarded writes (a Retry-After is only ever moved
-forward, never lost to a concurrent writer) and one partition is read in one cheap query. A
-Service Bus session or Redis would add infrastructure; a blob lease allows one holder only; the
-Functions host has no cross-instance semaphore. The state is tiny and read with a short local
-cache (``CACHE_SECONDS``), so the cost is a few small queries per second per busy process.
+Functions plan reaches it, it offers ETag-guarded writes and one partition is read in one cheap
+query. A Service Bus session or Redis would add infrastructure; a blob lease allows one holder
+only; the Functions host has no cross-instance semaphore. The rows are in shared/store/budgets.py,
+this process's cached view and its housekeeper in budget_view.py.
 
-How it works (``BudgetRepository`` keeps the rows, see shared/store/budgets.py):
-- **Retry-After is shared.** A 429 moves the identity's ``NotBefore`` forward (ETag-guarded)
-  and closes this process's gate at once; every process reads ``NotBefore`` before sending (at
-  most ``CACHE_SECONDS`` old) and waits until it passes. A request that another process had
-  already sent when the 429 arrived can still meet the block: that is unavoidable without a
-  central proxy, and bounded by the cache age plus the write (well under a second).
-- **Requests in flight are shared out.** Each slice that sends with the identity registers as a
-  participant (a row renewed while it works; a dead worker's row expires). Participants are
-  ordered by when they joined; with ``dop`` = min(hint, 52) and n participants, the k-th may
-  keep ``dop // n`` requests in flight, plus one while k < ``dop % n``. The shares add up to
-  ``dop``, so the whole fleet stays within the hint. A new participant sends only after
-  ``JOIN_SETTLE`` (others have re-read the list and shrunk) plus the longest request this
-  process has seen take (``DEFAULT_DRAIN`` before it has seen any): by then the requests the
-  older participants had sent under their larger shares have come back. Only a join shrinks
-  anyone's share; a leaving participant frees its share to the others.
+How it works:
+- **Retry-After is shared.** The process answered 429 closes its own gate at once and records
+  the block in ONE upsert of its own row (no read, no contention). Every request re-reads the
+  shared state right before it leaves unless this process read it within SEND_FRESH_SECONDS,
+  and waits until the latest NotBefore passes. What remains is the time a 429 takes to reach its
+  receiver plus that upsert plus the other process's read and send (bench/README.md measures
+  it); Dataverse documents no grace for requests already on their way, so it is kept minimal
+  rather than assumed harmless.
+- **Requests in flight are strictly shared out.** Each slice sending with the identity is a
+  participant (a row renewed while it works; a dead worker's row lapses and its slots with it).
+  Participants hold explicit slots in the ETag-guarded "slots" row: their sum over live
+  participants never exceeds ``dop`` = min(hint, 52), a participant never has more requests
+  in flight than it holds, gives slots back only once its requests are back and claims only
+  free ones (budget_view.py). Targets are equal shares by join order.
 - **Fair turns.** Equal shares mean every export sharing an identity progresses at the same
   rate, so a small export finishes early instead of waiting for a 1M one; with more
-  participants than ``dop`` the oldest ``dop`` send and the rest wait for a share (each slice
+  participants than ``dop`` the oldest ``dop`` send and the rest wait for a turn (each slice
   joins afresh, so turns rotate slice by slice). An export on another connection has another
   identity, another partition and is never held back.
 - **Bounded waits.** A shared Retry-After that would end after the client's deadline raises
-  ``WaitBeyondDeadline`` instead of outliving the slice; a wait for a share lasts at most a
-  request's time or a newcomer's settling time (participants admitted when the identity had
-  room keep a share of at least one: only joins shrink shares, and later joiners rank after).
-- If storage cannot be read the gate keeps the last state it saw (and this process's own gate
-  still honours every 429 it sees itself); it never blocks work on a storage outage.
+  ``WaitBeyondDeadline`` instead of outliving the slice; so does a wait for a slot.
+- **Storage outage.** Work is never blocked on it: reads fall back to the last state seen (and
+  this process's own gate still honours every 429 it sees itself); slots cannot be claimed, so
+  participants keep (or shrink to) what they hold and in flight stays within the dop. Strictness
+  holds unless a process cannot renew its row for PARTICIPANT_SECONDS while others can reach
+  storage: they then count it dead and reuse its slots while it may still be sending.
 """
 
 from __future__ import annotations
@@ -51,82 +50,28 @@ from contextlib import contextmanager
 
 from shared.errors import StoreError
 from shared.runs.budget import TurnNotYet
+from shared.runs.budget_view import (
+    CACHE_SECONDS,
+    MAX_CONCURRENT,
+    PARTICIPANT_SECONDS,
+    RENEW_AFTER,
+    SEND_FRESH_SECONDS,
+    BudgetBoard,
+    IdentityView,
+    target,
+)
 from shared.sales.client import ThrottleGate, check_wait
 from shared.store.budgets import BudgetSnapshot, Participant
-from shared.store.protocols import BudgetStore
 
 log = logging.getLogger(__name__)
 
-CACHE_SECONDS = 0.2  # how old the shared state may be when a request leaves
-PARTICIPANT_SECONDS = 10.0  # a participant row outlives its last renewal by this much (dead worker)
-RENEW_AFTER = PARTICIPANT_SECONDS / 3
-JOIN_SETTLE = 2 * CACHE_SECONDS  # a newcomer waits until the others have seen it
-DEFAULT_DRAIN = 2.0  # seconds an older participant's request may take, before we measured one
-MAX_DRAIN = 15.0
-MAX_CONCURRENT = 52  # Dataverse's concurrent-request limit per user [S3]
-
-
-BudgetBoard = BudgetStore  # the shared state's storage (shared.store.budgets.BudgetRepository)
-
-
-class IdentityView:
-    """This process's cached copy of one identity's shared state (thread-safe)."""
-
-    def __init__(
-        self, board: BudgetBoard, key: str, *, clock: Callable[[], float] = time.time
-    ) -> None:
-        self.board = board
-        self.key = key
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._snapshot = BudgetSnapshot(not_before=0.0, blocks=0, participants=())
-        self._fetched = float("-inf")
-        self._failing = False
-        self._slowest: float | None = None
-
-    def current(self) -> BudgetSnapshot:
-        with self._lock:
-            if self._clock() - self._fetched >= CACHE_SECONDS:
-                try:
-                    fresh = self.board.snapshot(self.key)
-                except StoreError as exc:
-                    if not self._failing:  # once per outage, not five times a second
-                        log.warning("throttling budget unreadable (%s); using the last state", exc)
-                    self._failing = True
-                else:
-                    self._failing = False
-                    # A block this process recorded is kept even if the write has not landed.
-                    not_before = max(fresh.not_before, self._snapshot.not_before)
-                    self._snapshot = BudgetSnapshot(not_before, fresh.blocks, fresh.participants)
-                self._fetched = self._clock()
-            return self._snapshot
-
-    def observe(self, seconds: float) -> None:
-        """A request of this identity took ``seconds`` (send to answer)."""
-        with self._lock:
-            self._slowest = max(self._slowest or 0.0, seconds)
-
-    def settle_seconds(self) -> float:
-        """How long a newcomer waits before its first request (see the module docstring)."""
-        with self._lock:
-            drain = DEFAULT_DRAIN if self._slowest is None else min(MAX_DRAIN, self._slowest)
-        return JOIN_SETTLE + drain
-
-    def refresh_soon(self) -> None:
-        with self._lock:
-            self._fetched = float("-inf")
-
-    def note_block(self, until: float) -> None:
-        with self._lock:
-            snap = self._snapshot
-            if until > snap.not_before:
-                self._snapshot = BudgetSnapshot(until, snap.blocks + 1, snap.participants)
+LEAVE_WAIT_SECONDS = 30.0  # a closing participant waits this long for its requests to be back
 
 
 class SharedGate:
     """The client's ``Gate`` for one slice: this process's ThrottleGate (spacing, probe after a
-    429) plus the identity's shared Retry-After and this participant's share of in-flight
-    requests. Close it (``shared_gate`` does) so the share returns to the others."""
+    429) plus the identity's shared Retry-After and this participant's slots. Close it
+    (``shared_gate`` does) so its slots return to the others."""
 
     def __init__(
         self,
@@ -146,10 +91,12 @@ class SharedGate:
         self._sleep = sleep
         self._cond = threading.Condition()
         self._in_flight = 0
+        self._held = 0  # slots published as ours (or, while shrinking, the smaller local limit)
+        self._target = 0
         self._capacity = 1
-        self._renew_lock = threading.Lock()
         self.waited_for_block = 0.0  # seconds spent waiting on other processes' Retry-After
         self.closed = False
+        view.register(self)
 
     # --- Gate protocol -----------------------------------------------------------------------
 
@@ -164,38 +111,37 @@ class SharedGate:
     def set_capacity(self, requests: int) -> None:
         with self._cond:
             self._capacity = max(1, min(MAX_CONCURRENT, requests))
-            self._cond.notify_all()
+        self.view.wake()
 
     def enter(self, deadline: float | None = None) -> bool:
-        self._wait_for_block(deadline)
-        while True:
-            snap = self.view.current()
-            self._renew_if_due()
-            with self._cond:
-                if self._in_flight < self.share(snap):
-                    self._in_flight += 1
-                    break
-                # A share frees when one of our requests ends or an older participant leaves:
-                # a request's time, or the newcomer's settling time (at most JOIN_SETTLE +
-                # MAX_DRAIN), never a Retry-After (waited out above, bounded by the deadline).
+        self._wait_for_block(deadline, CACHE_SECONDS)
+        with self._cond:
+            while self._in_flight >= min(self._held, self._target):
+                if self._held < self._target or self._target == 0:
+                    self.view.wake()  # slots to claim (or to learn of): ask the housekeeper
+                # A slot frees when one of our requests ends, or when the housekeeper claims
+                # one; a wait past the slice's deadline stops the slice instead.
+                check_wait(self._clock, deadline, CACHE_SECONDS, "waiting for a parallel slot")
                 self._cond.wait(CACHE_SECONDS)
+            self._in_flight += 1
         try:
             probe = self.local.enter(deadline)
         except BaseException:
             self._release()
             raise
-        # This process's own waits may have ended while another process was told to wait
-        # longer: look at the shared state again right before the request leaves.
+        # Right before the request leaves: the shared state as of at most SEND_FRESH_SECONDS
+        # ago, so a Retry-After another process was just told is honoured.
         try:
-            self._wait_for_block(deadline)
+            self._wait_for_block(deadline, SEND_FRESH_SECONDS)
         except BaseException:
             self.local.leave(probe, throttled=True)  # not sent: the probe turn passes on
             self._release()
             raise
+        self.view.count_send()
         return probe
 
-    def _wait_for_block(self, deadline: float | None) -> None:
-        while (blocked := self.view.current().not_before - self._wall()) > 0:
+    def _wait_for_block(self, deadline: float | None, max_age: float) -> None:
+        while (blocked := self.view.current(max_age).not_before - self._wall()) > 0:
             why = "the identity is throttled (Retry-After)"
             check_wait(self._clock, deadline, blocked, why)
             self._sleep(blocked)
@@ -208,43 +154,67 @@ class SharedGate:
     def close_for(self, seconds: float) -> None:
         self.local.close_for(seconds)  # this process's threads stop at once
         until = self._wall() + max(0.0, seconds)
-        self.view.note_block(until)
+        self.view.note_block(until, None)
+        started = self._clock()
         try:
             self.view.board.block_until(self.view.key, until)
         except StoreError as exc:
             log.warning("could not share a Retry-After with other workers (%s)", exc)
+            return
+        self.view.note_block(until, self._clock() - started)
 
     def observe(self, seconds: float) -> None:
         self.local.observe(seconds)
-        self.view.observe(seconds)
 
     def learn_latency(self, seconds: float) -> None:
         self.local.learn_latency(seconds)
 
-    # --- shares ------------------------------------------------------------------------------
+    # --- slots (moved by the view's housekeeper) ---------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
     def share(self, snap: BudgetSnapshot) -> int:
-        """Requests this participant may keep in flight now (see the module docstring)."""
-        rank = snap.rank(self.participant.id)
-        count = len(snap.participants)
-        if rank is None:  # our row is not visible yet (or storage is down): count us last
-            rank, count = count, count + 1
-        # Older participants shrink when they see us; wait until what they sent before that is
-        # back. The oldest has nobody to wait for.
-        if rank > 0 and self._wall() < self.participant.joined_at + self.view.settle_seconds():
-            return 0
-        base, extra = divmod(self._capacity, count)
-        return base + (1 if rank < extra else 0)
+        """This participant's target in ``snap`` (its equal share of the dop)."""
+        return target(snap, self.participant.id, self._capacity)
+
+    def wants_more(self) -> bool:
+        return self._held < self._target
+
+    def retarget(self, requests: int) -> None:
+        """A new target; held slots beyond it are given up locally as soon as they are free."""
+        with self._cond:
+            self._target = requests
+            if self._held > requests:
+                self._held = max(requests, self._in_flight)
+            self._cond.notify_all()
+
+    def grow_to(self, held: int) -> None:
+        """The housekeeper wrote ``held`` slots as ours: use them."""
+        with self._cond:
+            if held > self._held:
+                self._held = held
+                self._cond.notify_all()
 
     def _release(self) -> None:
         with self._cond:
             self._in_flight -= 1
+            shrinking = self._held > self._target
             self._cond.notify_all()
+        if shrinking:
+            self.view.wake()  # a slot to give back
 
-    def _renew_if_due(self) -> None:
+    def renew_if_due(self) -> None:
         if self._wall() < self.participant.expires_at - PARTICIPANT_SECONDS + RENEW_AFTER:
-            return
-        if not self._renew_lock.acquire(blocking=False):
             return
         try:
             self.participant = self.view.board.renew(
@@ -252,18 +222,18 @@ class SharedGate:
             )
         except StoreError as exc:
             log.warning("could not renew the throttling-budget participant (%s)", exc)
-        finally:
-            self._renew_lock.release()
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        try:
+        with self._cond:  # our slots return only once our requests are back
+            self._cond.wait_for(lambda: self._in_flight <= 0, LEAVE_WAIT_SECONDS)
+        self.view.unregister(self)
+        try:  # our row goes, and with it our slots (entries of non-live participants are void)
             self.view.board.leave(self.view.key, self.participant.id)
         except StoreError as exc:  # the row expires anyway
             log.warning("could not leave the throttling budget (%s)", exc)
-        self.view.refresh_soon()
 
 
 _views_lock = threading.Lock()
@@ -293,12 +263,11 @@ def shared_gate(
     participants are already sending: each would get no share at all."""
     participant = board.join(key, f"{label}.{uuid.uuid4().hex[:12]}", label, PARTICIPANT_SECONDS)
     view = identity_view(board, key)
-    view.refresh_soon()
     if capacity is not None:
         try:
             rank = board.snapshot(key).rank(participant.id)
         except StoreError:
-            rank = None  # storage trouble: just go ahead, the shares still apply
+            rank = None  # storage trouble: just go ahead, the slots still apply
         if rank is not None and rank >= capacity:
             try:
                 board.leave(key, participant.id)
@@ -306,6 +275,8 @@ def shared_gate(
                 log.warning("could not leave the throttling budget (%s)", exc)
             raise TurnNotYet(rank)
     gate = SharedGate(view, local, participant)
+    if capacity is not None:
+        gate.set_capacity(capacity)
     try:
         yield gate
     finally:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # only for annotations: keeps this module free of Azure SDK imports
+    from collections import Counter
     from datetime import datetime
 
     from shared.models import (
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # only for annotations: keeps this module free of Azure SDK i
         SignIn,
     )
     from shared.settings import Settings
-    from shared.store.budgets import BudgetSnapshot, Participant
+    from shared.store.budgets import BudgetSnapshot, HeldChange, Participant
     from shared.store.customer_imports import CustomerImport
     from shared.store.customers import ImportReport
     from shared.store.leases import Lease
@@ -152,8 +153,11 @@ class TextQueueApi(Protocol):
 class BudgetStore(Protocol):
     """One throttling budget per (environment, identity) shared by every worker (budgets.py)."""
 
+    ops: Counter[str]  # table operations by kind, for the bench
+
     def snapshot(self, key: str) -> BudgetSnapshot: ...
     def block_until(self, key: str, until: float) -> float: ...
+    def update_held(self, key: str, change: HeldChange) -> BudgetSnapshot: ...
     def join(self, key: str, participant: str, label: str, seconds: float) -> Participant: ...
     def renew(self, key: str, participant: Participant, seconds: float) -> Participant: ...
     def leave(self, key: str, participant: str) -> None: ...

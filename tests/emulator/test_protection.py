@@ -63,6 +63,7 @@ def test_violations_lengthen_the_wait(make_emulator) -> None:
         waits = [_retry_after(c.get("WhoAmI")) for _ in range(3)]
     assert waits == sorted(waits) and waits[-1] > first
     assert emu.stats()["violations"] == 3
+    assert len(emu.stats()["met_block_after_seconds"]) == 3  # how late each one came
 
 
 def test_requests_already_in_flight_are_not_violations(make_emulator) -> None:
@@ -133,6 +134,7 @@ def test_concurrency_limit_fails_immediately(make_emulator) -> None:
     assert {r.json()["error"]["code"] for r in results if r.status_code == 429} == {"0x80072326"}
     assert all(_retry_after(r) >= 1 for r in results if r.status_code == 429)
     assert emu.stats()["max_concurrency"] == 2
+    assert emu.stats()["max_concurrency_by_user"] == {emu.client_id: 2}  # per identity too
 
 
 def _outcomes(emu: RunningEmulator, n: int) -> list[str]:

@@ -1,21 +1,24 @@
 """The gate shared by every worker of one identity (Table Storage on Azurite): a 429 seen by one
-process holds back the others, in-flight shares add up to the dop hint, waits respect deadlines.
-Two Store objects stand for two worker processes (each has its own cache of the shared state)."""
+process holds back the others, slots add up to the dop hint and a newcomer only uses free ones,
+waits respect deadlines. Two Store objects stand for two worker processes (each has its own
+cached view and housekeeper)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from shared.runs.budget import TurnNotYet
-from shared.runs.shared_budget import JOIN_SETTLE, MAX_DRAIN, SharedGate, shared_gate
+from shared.runs.shared_budget import SharedGate, identity_view, shared_gate
 from shared.sales.client import ThrottleGate, WaitBeyondDeadline
 from shared.settings import Settings
 from shared.store import Store, open_store
+
+WAIT_LIMIT = 60.0  # a bound against hangs, not a timing assertion
 
 
 class Stop(Exception):
@@ -32,18 +35,26 @@ def two_stores(settings: Settings) -> Iterator[tuple[Store, Store]]:
         b.close()
 
 
-def later() -> float:
-    return time.time() + JOIN_SETTLE + MAX_DRAIN + 1  # past any newcomer's settling time
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def published(store: Store, key: str) -> int:
+    """Slots held by live participants, as the shared row says."""
+    return sum(store.budgets.snapshot(key).held.values())
 
 
 def test_a_429_in_one_process_holds_back_the_other(two_stores: tuple[Store, Store]) -> None:
     store_a, store_b = two_stores
     with (
         shared_gate(store_a.budgets, "id1", ThrottleGate(), label="export-a") as gate_a,
-        shared_gate(store_b.budgets, "id1", ThrottleGate(), label="export-b") as gate_b,
         shared_gate(store_b.budgets, "id2", ThrottleGate(), label="export-c") as other,
     ):
-        for gate in (gate_a, gate_b, other):
+        for gate in (gate_a, other):
             gate.set_capacity(8)
         gate_a.close_for(100.0)  # process A was answered 429, Retry-After 100 s
         slept: list[float] = []
@@ -52,48 +63,84 @@ def test_a_429_in_one_process_holds_back_the_other(two_stores: tuple[Store, Stor
             slept.append(seconds)
             raise Stop
 
-        b = SharedGate(gate_b.view, gate_b.local, gate_b.participant, wall=later, sleep=sleep)
-        b.set_capacity(8)
-        with pytest.raises(Stop):
-            b.enter()
-        ahead = later() - time.time()  # B's clock runs ahead (past its settling time)
-        assert 95 - ahead < slept[0] <= 100 - ahead + 1  # B waits out A's Retry-After
-        # With a deadline sooner than the block's end, B stops instead of waiting past it.
-        with pytest.raises(WaitBeyondDeadline, match="throttled"):
-            b.enter(time.monotonic() + 5)
+        joined = store_b.budgets.join("id1", "export-b.1", "export-b", 30)
+        b = SharedGate(identity_view(store_b.budgets, "id1"), ThrottleGate(), joined, sleep=sleep)
+        try:
+            b.set_capacity(8)
+            with pytest.raises(Stop):
+                b.enter()
+            assert 95 < slept[0] <= 100  # B waits out A's Retry-After
+            # With a deadline sooner than the block's end, B stops instead of waiting past it.
+            with pytest.raises(WaitBeyondDeadline, match="throttled"):
+                b.enter(time.monotonic() + 5)
+        finally:
+            b.close()
         # Another identity (another connection) is not held back.
-        c = SharedGate(other.view, other.local, other.participant, wall=later)
-        c.set_capacity(8)
-        assert c.enter() is False
-        c.leave(False, throttled=False)
+        assert other.enter() is False
+        other.leave(False, throttled=False)
 
 
-def test_shares_add_up_to_the_dop_hint(two_stores: tuple[Store, Store]) -> None:
+def test_slots_add_up_to_the_dop_hint(two_stores: tuple[Store, Store]) -> None:
     store_a, store_b = two_stores
     with (
-        shared_gate(store_a.budgets, "id", ThrottleGate(), label="e1") as g1,
-        shared_gate(store_b.budgets, "id", ThrottleGate(), label="e2") as g2,
-        shared_gate(store_a.budgets, "id", ThrottleGate(), label="e3") as g3,
+        shared_gate(store_a.budgets, "id", ThrottleGate(), label="e1", capacity=8) as g1,
+        shared_gate(store_b.budgets, "id", ThrottleGate(), label="e2", capacity=8) as g2,
+        shared_gate(store_a.budgets, "id", ThrottleGate(), label="e3", capacity=8) as g3,
     ):
-        gates = [SharedGate(g.view, g.local, g.participant, wall=later) for g in (g1, g2, g3)]
-        for g in gates:
-            g.set_capacity(8)
+        gates = [g1, g2, g3]
         snap = store_b.budgets.snapshot("id")
         assert [g.share(snap) for g in gates] == [3, 3, 2]
-        # A participant may not exceed its share: a third request waits for one of its two.
+        for g in gates:
+            g.view.wake()
+        wait_until(lambda: [g.held for g in gates] == [3, 3, 2], "every share held")
+        assert store_b.budgets.snapshot("id").held == {g.participant.id: g.held for g in gates}
+        # A participant may not exceed its slots: a third request waits for one of its two.
         third = gates[2]
         assert [third.enter() for _ in range(2)] == [False, False]
         entered = threading.Event()
         waiter = threading.Thread(target=lambda: (third.enter(), entered.set()))
         waiter.start()
         third.leave(False, throttled=False)  # one of its requests came back
-        waiter.join(timeout=60)
-        assert entered.is_set() and third._in_flight == 2  # never more than its share
+        waiter.join(timeout=WAIT_LIMIT)
+        assert entered.is_set() and third.in_flight == 2  # never more than its slots
+        for _ in range(2):
+            third.leave(False, throttled=False)
     # Everyone left: a newcomer alone gets the whole dop.
-    with shared_gate(store_a.budgets, "id", ThrottleGate(), label="e4") as g4:
-        g = SharedGate(g4.view, g4.local, g4.participant, wall=later)
-        g.set_capacity(8)
-        assert g.share(store_a.budgets.snapshot("id")) == 8
+    with shared_gate(store_a.budgets, "id", ThrottleGate(), label="e4", capacity=8) as g4:
+        assert g4.share(store_a.budgets.snapshot("id")) == 8
+        wait_until(lambda: g4.held == 8, "the whole dop held")
+
+
+def test_a_newcomer_uses_only_slots_that_are_free(two_stores: tuple[Store, Store]) -> None:
+    store_a, store_b = two_stores
+    with shared_gate(store_a.budgets, "id", ThrottleGate(), label="old", capacity=8) as old:
+        for _ in range(8):  # the old participant alone: 8 requests in flight
+            old.enter()
+        assert old.in_flight == 8
+        with shared_gate(store_b.budgets, "id", ThrottleGate(), label="new", capacity=8) as new:
+            # Both have seen each other: each one's share is now 4...
+            old.view.wake()
+            wait_until(lambda: old.wants_more() is False and old._target == 4, "old retargeted")
+            new.view.wake()
+            wait_until(lambda: new._target == 4, "the newcomer's target")
+            # ...but the old one's 8 requests are still out: the newcomer holds nothing yet,
+            # and the slots published for live participants never exceed 8.
+            assert (old.held, new.held) == (8, 0)
+            assert published(store_a, "id") == 8
+            for _ in range(3):
+                old.leave(False, throttled=False)
+            wait_until(lambda: new.held == 3, "the three freed slots claimed")
+            assert old.held == 5 and published(store_b, "id") == 8
+            old.leave(False, throttled=False)
+            wait_until(lambda: (old.held, new.held) == (4, 4), "equal shares")
+            assert [new.enter() for _ in range(4)] == [False] * 4
+            assert published(store_a, "id") == 8
+            for _ in range(4):
+                new.leave(False, throttled=False)
+                old.leave(False, throttled=False)
+        # The newcomer left: its slots are free for the old one again.
+        old.view.wake()
+        wait_until(lambda: old.held == 8, "the old participant's whole dop")
 
 
 def test_more_participants_than_dop_take_turns(settings: Settings) -> None:
@@ -103,13 +150,16 @@ def test_more_participants_than_dop_take_turns(settings: Settings) -> None:
             shared_gate(store.budgets, "id", ThrottleGate(), label="first") as g1,
             shared_gate(store.budgets, "id", ThrottleGate(), label="second") as g2,
         ):
-            gates = [SharedGate(g.view, g.local, g.participant, wall=later) for g in (g1, g2)]
+            gates = [g1, g2]
             for g in gates:
                 g.set_capacity(1)
             snap = store.budgets.snapshot("id")
             assert [g.share(snap) for g in gates] == [1, 0]  # the older one sends first
+            wait_until(lambda: g1.held == 1, "the first one's turn")
+            assert g2.held == 0
             g1.close()  # its slice ended: the turn passes on
-            assert gates[1].share(store.budgets.snapshot("id")) == 1
+            assert g2.share(store.budgets.snapshot("id")) == 1
+            wait_until(lambda: g2.held == 1, "the second one's turn")
     finally:
         store.close()
 
@@ -126,25 +176,6 @@ def test_a_slice_finding_its_identity_fully_used_waits_for_a_turn(settings: Sett
         # The turn is free again: the next slice joins.
         with shared_gate(store.budgets, "id", ThrottleGate(), label="small", capacity=1) as gate:
             assert gate.participant.label == "small"
-    finally:
-        store.close()
-
-
-def test_a_newcomer_waits_until_older_participants_requests_are_back(settings: Settings) -> None:
-    store = open_store(settings)
-    try:
-        with (
-            shared_gate(store.budgets, "id", ThrottleGate(), label="old") as old,
-            shared_gate(store.budgets, "id", ThrottleGate(), label="new") as new,
-        ):
-            for g in (old, new):
-                g.set_capacity(8)
-            snap = store.budgets.snapshot("id")
-            assert old.share(snap) == 4  # the oldest never waits
-            assert new.share(snap) == 0  # the old one may still have 8 in flight
-            settled = SharedGate(new.view, new.local, new.participant, wall=later)
-            settled.set_capacity(8)
-            assert settled.share(snap) == 4
     finally:
         store.close()
 

@@ -7,6 +7,7 @@ import threading
 
 from shared.settings import Settings
 from shared.store import Store, open_store
+from shared.store.budgets import BudgetSnapshot
 
 
 class Clock:
@@ -63,3 +64,36 @@ def test_participants_in_join_order_and_expiry(settings: Settings) -> None:
         assert s.budgets.snapshot("k").participants == ()
     finally:
         s.close()
+
+
+def test_slots_change_under_the_etag_only(settings: Settings) -> None:
+    """Six writers (processes) claim slots at once: each decision is made on the row it then
+    replaces, so the sum never passes the capacity; entries of non-live participants are void."""
+    stores = [open_store(settings) for _ in range(6)]
+    try:
+        for i, s in enumerate(stores):
+            s.budgets.join("k", f"p{i}", f"export-{i}", 60)
+        barrier = threading.Barrier(6)
+
+        def claim(i: int) -> None:
+            barrier.wait()
+
+            def take_two(snap: BudgetSnapshot) -> dict[str, int] | None:
+                free = 8 - sum(snap.held.values())
+                return {**snap.held, f"p{i}": 2} if free >= 2 else None
+
+            stores[i].budgets.update_held("k", take_two)
+
+        threads = [threading.Thread(target=claim, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        held = stores[0].budgets.snapshot("k").held
+        assert sum(held.values()) == 8 and set(held.values()) == {2}
+        gone = next(iter(held))
+        stores[0].budgets.leave("k", gone)  # its worker ended: its slots are free
+        assert gone not in stores[0].budgets.snapshot("k").held
+    finally:
+        for s in stores:
+            s.close()
