@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -145,6 +146,7 @@ class IdentityView:
         """Process-wide figures for the bench (logged when a participant leaves)."""
         with self._stats_lock:
             return {
+                "pid": os.getpid(),
                 "sends": self.sends,
                 "table_ops": dict(self.board.ops),
                 "block_writes": self.block_writes,

@@ -492,18 +492,20 @@ class SalesClient:
             except BaseException:
                 self.gate.leave(probe, throttled=False)
                 raise
-            self.gate.observe(self._clock() - started)
+            elapsed = self._clock() - started
             throttled = response.status_code == THROTTLED
+            if throttled:
+                # Close the gate (here and, through a shared gate, in every other worker)
+                # before anything else, so no other request leaves meanwhile.
+                self.gate.close_for(self._throttle_delay(response, attempt + 1))
+                self.gate.learn_latency(elapsed)
+            self.gate.observe(elapsed)
             if telemetry.enabled():
                 telemetry.sales_request(
                     method, url, status=response.status_code, seconds=self._clock() - started,
                     throttled=throttled,
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )  # fmt: skip
-            if throttled:
-                # Close the gate before anything else so no other thread sends meanwhile.
-                self.gate.close_for(self._throttle_delay(response, attempt + 1))
-                self.gate.learn_latency(self._clock() - started)
             self.gate.leave(probe, throttled=throttled)
             self._note(response)
             status = response.status_code
