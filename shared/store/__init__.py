@@ -14,8 +14,11 @@ keys.encode_key (``~XX``) and kept verbatim in a property:
   segmentchunks  version / <chunk no>                       P0..P14: newline-joined member ids
   customers      b<crc32 % 32> / customer id                CustomerId + any columns
   budgets        budget key / "state" | p~<participant>     shared throttling budget (budgets.py)
+  customerimports       "import" / import id (inverted ms)  background import: state, progress
+  customerimportchunks  import id / <chunk>.<part>          staged rows (staging.py), until it ends
 
 Queue ``settings.run_queue``: base64(JSON ``{"exportId", "runId", "slice"}``).
+Queue ``settings.import_queue``: base64(JSON ``{"importId"}``) (shared/imports/messages.py).
 """
 
 from shared.store.budgets import BudgetRepository, BudgetSnapshot, Participant

@@ -25,7 +25,7 @@ from shared.imports.worker import (
 from shared.runs.worker_main import IMPORTS, queue_client, serve
 from shared.store import staging
 from shared.store.customer_imports import CustomerImport
-from tests.api.helpers import ADMIN, VIEWER
+from tests.api.helpers import ADMIN, CONTRIBUTOR, VIEWER
 from tests.api.test_problems import assert_problem
 from tests.imports.conftest import Rig
 
@@ -279,3 +279,18 @@ def test_the_synchronous_route_refuses_a_file_past_its_row_limit(
     assert rig.store.customers.get("C-00000") is None
     small = rig.client.post("/api/customers", json=rows(10), headers=JSON)
     assert small.status_code == 200 and small.json()["upserted"] == 10
+
+
+def test_roles_and_unknown_imports(rig: Rig) -> None:
+    answer = rig.client.post(
+        "/api/customer-imports",
+        json=rows(2),
+        headers={**CONTRIBUTOR, "Content-Type": "application/json"},
+    )
+    assert_problem(answer, 403)
+    assert rig.store.customer_imports.staged_ids() == set()
+    assert_problem(
+        rig.client.get("/api/customer-imports/0000000000000-00000000", headers=VIEWER), 404
+    )
+    assert_problem(rig.client.get("/api/customer-imports/not-an-id", headers=VIEWER), 404)
+    assert_problem(rig.client.get("/api/customer-imports?limit=0", headers=VIEWER), 422)
