@@ -23,11 +23,12 @@ router = APIRouter(prefix="/api/customers", tags=["customers"])
 
 CustomerId = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, description="CustomerId")]
 # The largest file POST /api/customers writes inside the request. Azure's front end ends an
-# HTTP request at 230 s; the table writes run at 1,250-1,700 rows/s on Azurite (bench/README
-# "Table Storage" and "Background customer imports"), so 20,000 rows take ~12-16 s to write,
-# plus ~1 s to parse and validate: about a 14x margin for a slower storage account or a busy
-# instance. Bigger files go through POST /api/customer-imports.
-SYNC_MAX_ROWS = 20_000
+# HTTP request at 230 s. Measured on Azurite (bench/README "Background customer imports"): the
+# table writes run at ~1,100 rows/s into a small table (10,000 rows: ~9 s) but fell to 157 rows/s
+# with 300,000 rows already stored on a loaded 2-core machine (10,000 rows: ~64 s, 28 % of the
+# limit). 10,000 keeps even that worst measured case well inside 230 s. Bigger files go through
+# POST /api/customer-imports.
+SYNC_MAX_ROWS = 10_000
 ROWS_BODY = {
     "requestBody": {
         "required": True,
