@@ -44,6 +44,8 @@ class SourceRead:
     kind: str  # SourceKind value
     member_rows: int = 0  # membership rows read (embedded: member ids; CI-D: membership rows)
     lookup_rows: int = 0  # customer / profile / key rows read to find contact ids
+    lookup_shared_rows: int = 0  # embedded: answered from another export's read (same process)
+    lookup_strategy: str = ""  # embedded: how the customer buckets were read
     watermark: str | None = None  # newest change seen (CI-D: max modifiedon; embedded: upload)
     requests: int = 0  # requests the read took (Table Storage or Dataverse)
 

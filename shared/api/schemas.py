@@ -550,6 +550,16 @@ class SourceReadOut(OutputModel):
     kind: str = Field(description="embedded or customer-insights")
     member_rows: int = Field(default=0, description="membership rows read")
     lookup_rows: int = Field(default=0, description="customer/profile/key rows read")
+    lookup_shared_rows: int = Field(
+        default=0,
+        description="embedded: members' rows answered from a read another export of the same "
+        "worker process made at the same revision of the customer table (not read again)",
+    )
+    lookup_strategy: str = Field(
+        default="",
+        description="embedded: how the customer table's hash buckets were read "
+        "(point reads, scans, or shared)",
+    )
     watermark: str | None = Field(
         default=None,
         description="newest change seen (CI-D: max modifiedon of the membership rows; "

@@ -1,19 +1,19 @@
 """The embedded source: segments and unified customer rows uploaded to this app (Table Storage).
 
 Contact IDs come from the customer rows' column named by the connection's contact-ID field.
-The segment's customer rows are read once per segment (only the contact-ID column), then
-answered from memory batch by batch.
+The segment's customer rows are read once per segment (only the contact-ID column; point reads
+or bucket scans, whichever the store's counts say is cheaper, or the buckets another export of
+this process already read at the same table revision), then answered from memory batch by batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
 from shared.errors import NotFoundError
 from shared.sources.base import EMBEDDED, SegmentNotInSource, SegmentOffer, SourceRead
-from shared.store.protocols import StoreApi
+from shared.store.protocols import ColumnValues, StoreApi
 
 
 class EmbeddedSource:
@@ -24,7 +24,7 @@ class EmbeddedSource:
         self._field = contact_id_field
         self._read = SourceRead(kind=EMBEDDED)
         self._members: Sequence[str] = ()
-        self._rows: Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]] | None = None
+        self._values: ColumnValues | None = None
 
     @property
     def contact_field(self) -> str:
@@ -41,18 +41,21 @@ class EmbeddedSource:
         self._read = SourceRead(
             kind=EMBEDDED, member_rows=len(ids), watermark=info.updated_at or None, requests=2
         )
-        self._members, self._rows = ids, None
+        self._members, self._values = ids, None
         return ids
 
     def lookup(self, customer_ids: Sequence[str]) -> Mapping[str, object | None]:
-        if self._rows is None:
-            # One read of the segment's rows (contact-ID column only), then answered from
-            # memory for every batch: point reads when the segment is small next to the buckets
-            # it touches, else bucket scans (the store's cost model, see customers.get_many).
-            self._rows = self._store.customers.prefetch(self._members, columns=[self._field])
-        rows = self._rows(customer_ids)
-        self._read = replace(self._read, lookup_rows=self._read.lookup_rows + len(rows))
-        return {cid: row.get(self._field) for cid, row in rows.items()}
+        if self._values is None:
+            self._values = self._store.customers.lookup_column(self._members, self._field)
+            cost = self._values.read
+            self._read = replace(
+                self._read,
+                lookup_rows=self._read.lookup_rows + cost.rows_read,
+                lookup_shared_rows=self._read.lookup_shared_rows + cost.rows_cached,
+                lookup_strategy=cost.strategy,
+                requests=self._read.requests + cost.requests,
+            )
+        return self._values(customer_ids)
 
     def describe(self) -> SourceRead:
         return self._read

@@ -13,6 +13,7 @@ keys.encode_key (``~XX``) and kept verbatim in a property:
   segments       "segment" / segment name                   header: Version, Chunks, Members
   segmentchunks  version / <chunk no>                       P0..P14: newline-joined member ids
   customers      b<crc32 % 32> / customer id                CustomerId + any columns
+  customerstats  "customers" / "stats"                      per-bucket row bounds, Revision
   budgets        budget key / "state" | p~<participant>     shared throttling budget (budgets.py)
   customerimports       "import" / import id (inverted ms)  background import: state, progress
   customerimportchunks  import id / <chunk>.<part>          staged rows (staging.py), until it ends

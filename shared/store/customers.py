@@ -6,17 +6,27 @@ Rows are spread over hash buckets (PartitionKey) so big imports run as parallel 
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from azure.data.tables import UpdateMode
 
-from shared.errors import NotFoundError, StoreLimitError
+from shared.errors import NotFoundError, StoreError, StoreLimitError
 from shared.store._boundary import translated
+from shared.store.customer_cache import ColumnCache
+from shared.store.customer_reads import (
+    ColumnLookup,
+    CustomerReader,
+    column_value,
+    row_value,
+)
+from shared.store.customer_stats import CustomerStats
 from shared.store.keys import encode_key, text_problem, try_encode_key
 from shared.store.limits import (
     INT64_MAX,
@@ -26,7 +36,7 @@ from shared.store.limits import (
     property_name_problem,
     property_problem,
 )
-from shared.store.tables import Tables, plain, properties, submit, wire
+from shared.store.tables import Tables, properties, submit, wire
 
 CUSTOMERS = "customers"
 ID_COLUMN = "CustomerId"
@@ -34,13 +44,6 @@ BUCKETS = 32
 MAX_ID_CHARS = 256
 MAX_REPORTED_ERRORS = 1000  # an import report lists at most this many problems (plus a summary)
 _WRITERS = 4
-_READERS = 8
-# get_many strategy, from bench/store_import.py on Azurite: a point read costs ~1.5 ms (8 threads,
-# client-bound), a bucket scan ~25 us per stored row. Point reads win while
-# ids * SCAN_ROWS_PER_POINT_READ < rows in the buckets touched.
-POINT_READ_ALWAYS = 64  # this few ids: point reads, whatever the table size
-POINT_READ_UNKNOWN = 1000  # bucket sizes not yet known: point reads up to this many ids
-SCAN_ROWS_PER_POINT_READ = 50
 
 
 class RowError(NamedTuple):
@@ -150,9 +153,28 @@ def validate_rows(rows: Iterable[object]) -> list[RowError]:
 
 
 class CustomerRepository:
-    def __init__(self, tables: Tables) -> None:
+    """Customer rows, their per-bucket counts (customer_stats) and this process's cache of
+    looked-up columns (customer_cache): every write goes through _write or delete, so the
+    counts and the revision the cache is checked against follow every path that writes."""
+
+    def __init__(
+        self,
+        tables: Tables,
+        cache: ColumnCache | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._tables = tables
-        self._bucket_rows: dict[str, int] = {}  # learned from scans; steers get_many
+        buckets = [f"b{n:02d}" for n in range(BUCKETS)]
+        self.stats = CustomerStats(tables, buckets, self._is_empty, clock)
+        self._reader = CustomerReader(
+            tables, CUSTOMERS, bucket_of, self.stats, cache or ColumnCache()
+        )
+
+    def _is_empty(self) -> bool:
+        client = self._tables.client(CUSTOMERS)
+        with translated("read customers"):
+            first = next(iter(client.list_entities(results_per_page=1, select=["RowKey"])), None)
+        return first is None
 
     def upsert_many(
         self, rows: Sequence[Mapping[str, object]], *, merge: bool = False
@@ -173,12 +195,25 @@ class CustomerRepository:
         self._write([_entity(row) for row in rows], merge)
 
     def _write(self, entities: list[dict[str, Any]], merge: bool) -> None:
+        """Write rows bucket by bucket in parallel transactions: the counts are raised first
+        and the revision after (customer_stats), so both hold whatever happens in between."""
         by_bucket: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         mode = UpdateMode.MERGE if merge else UpdateMode.REPLACE
         for entity in entities:
             by_bucket[entity["PartitionKey"]].append(("upsert", entity, {"mode": mode}))
+        if not by_bucket:
+            return
+        self.stats.writing({b: len(ops) for b, ops in by_bucket.items()})
+        try:
+            self._submit(list(by_bucket.values()))
+        except BaseException:
+            with suppress(StoreError):  # some rows may have landed; the first error wins
+                self.stats.written()
+            raise
+        self.stats.written()
+
+    def _submit(self, work: list[list[tuple[Any, ...]]]) -> None:
         client = self._tables.client(CUSTOMERS)
-        work = list(by_bucket.values())
         if len(work) <= 1:
             for ops in work:
                 submit(client, ops, "import customers")
@@ -204,20 +239,24 @@ class CustomerRepository:
         """{customer id: row} for the ids that exist. `columns` limits what is read
         (CustomerId is always included)."""
         wanted = {i for i in ids if try_encode_key(i) is not None}
-        if not wanted:
-            return {}
         select = None if columns is None else sorted({ID_COLUMN, *columns})
-        if self._prefer_point_reads(wanted):
-            return self._point_reads(wanted, select)
-        return self._bucket_scans(wanted, select)
+        lookup = self._reader.read(wanted, select, row_value, None, ID_COLUMN)
+        return lookup(list(wanted))
+
+    def lookup_column(self, ids: Iterable[str], column: str) -> ColumnLookup:
+        """Read one column of the `ids`' rows (point reads or bucket scans, whichever is
+        cheaper; buckets another lookup of this process read at the current revision are
+        answered from memory), then answer any subset from memory:
+        ``lookup(batch) -> {customer id: value}`` for the ids that have a row (value None
+        when the row lacks the column); ``lookup.read`` says what the read cost."""
+        wanted = {i for i in ids if try_encode_key(i) is not None}
+        select = sorted({ID_COLUMN, column})
+        return self._reader.read(wanted, select, column_value(column), column, ID_COLUMN)
 
     def prefetch(
         self, ids: Iterable[str], columns: Sequence[str] | None = None
     ) -> Callable[[Sequence[str]], dict[str, dict[str, Any]]]:
-        """Read all `ids` in one get_many, then answer lookups of any subset from memory.
-
-        For callers that look up a big segment in batches (SegmentSyncRequest.lookup_customers):
-        one pass over the table instead of one per batch."""
+        """Read all `ids` in one get_many, then answer lookups of any subset from memory."""
         rows = self.get_many(ids, columns)
 
         def lookup(batch: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -225,65 +264,12 @@ class CustomerRepository:
 
         return lookup
 
-    def _prefer_point_reads(self, wanted: set[str]) -> bool:
-        if len(wanted) <= POINT_READ_ALWAYS:
-            return True
-        buckets = {bucket_of(i) for i in wanted}
-        if not buckets <= self._bucket_rows.keys():
-            return len(wanted) <= POINT_READ_UNKNOWN
-        scan_rows = sum(self._bucket_rows[b] for b in buckets)
-        return len(wanted) * SCAN_ROWS_PER_POINT_READ < scan_rows
-
-    def _point_reads(self, wanted: set[str], select: list[str] | None) -> dict[str, dict[str, Any]]:
-        client = self._tables.client(CUSTOMERS)
-
-        def read(customer_id: str) -> dict[str, Any] | None:
-            try:
-                with translated(f"get customer {customer_id!r}"):
-                    entity = client.get_entity(
-                        bucket_of(customer_id), encode_key(customer_id), select=select
-                    )
-            except NotFoundError:
-                return None
-            return properties(entity)
-
-        found: dict[str, dict[str, Any]] = {}
-        with ThreadPoolExecutor(max_workers=_READERS) as pool:
-            for customer_id, row in zip(wanted, pool.map(read, wanted), strict=True):
-                if row is not None:
-                    found[customer_id] = row
-        return found
-
-    def _bucket_scans(
-        self, wanted: set[str], select: list[str] | None
-    ) -> dict[str, dict[str, Any]]:
-        client = self._tables.client(CUSTOMERS)
-        buckets = sorted({bucket_of(i) for i in wanted})
-
-        def scan(bucket: str) -> dict[str, dict[str, Any]]:
-            found: dict[str, dict[str, Any]] = {}
-            rows = 0
-            with translated("read customers"):
-                for entity in client.query_entities(
-                    "PartitionKey eq @pk", parameters={"pk": bucket}, select=select
-                ):
-                    rows += 1
-                    customer_id = plain(entity.get(ID_COLUMN))
-                    if customer_id in wanted:
-                        found[customer_id] = properties(entity)
-            self._bucket_rows[bucket] = rows
-            return found
-
-        result: dict[str, dict[str, Any]] = {}
-        with ThreadPoolExecutor(max_workers=min(_READERS, len(buckets))) as pool:
-            for part in pool.map(scan, buckets):
-                result.update(part)
-        return result
-
     def delete(self, customer_id: str) -> None:
         """Idempotent."""
         key = try_encode_key(customer_id)
         if key is None:
             return
+        bucket = bucket_of(customer_id)
         with translated(f"delete customer {customer_id!r}"):
-            self._tables.client(CUSTOMERS).delete_entity(bucket_of(customer_id), key)
+            self._tables.client(CUSTOMERS).delete_entity(bucket, key)
+        self.stats.deleted({bucket: 1})

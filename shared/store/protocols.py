@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # only for annotations: keeps this module free of Azure SDK i
     from shared.settings import Settings
     from shared.store.budgets import BudgetSnapshot, HeldChange, Participant
     from shared.store.customer_imports import CustomerImport
+    from shared.store.customer_reads import LookupRead
     from shared.store.customers import ImportReport
     from shared.store.leases import Lease
     from shared.store.queue import ReceivedRun
@@ -111,6 +112,14 @@ class SegmentStore(Protocol):
     def delete(self, name: str) -> None: ...
 
 
+class ColumnValues(Protocol):
+    """One column of some customers' rows, read once (customers.lookup_column)."""
+
+    read: LookupRead
+
+    def __call__(self, batch: Sequence[str]) -> dict[str, Any]: ...
+
+
 class CustomerStore(Protocol):
     def upsert_many(
         self, rows: Sequence[Mapping[str, object]], *, merge: bool = False
@@ -123,6 +132,7 @@ class CustomerStore(Protocol):
     def prefetch(
         self, ids: Iterable[str], columns: Sequence[str] | None = None
     ) -> CustomerLookup: ...
+    def lookup_column(self, ids: Iterable[str], column: str) -> ColumnValues: ...
     def delete(self, customer_id: str) -> None: ...
 
 

@@ -10,6 +10,7 @@ from shared.errors import StoreAccessDeniedError
 from shared.settings import Settings
 from shared.store.budgets import BUDGETS, BudgetRepository
 from shared.store.customer_imports import IMPORT_CHUNKS, IMPORTS, CustomerImportRepository
+from shared.store.customer_stats import CUSTOMER_STATS
 from shared.store.customers import CUSTOMERS, CustomerRepository
 from shared.store.leases import LEASES, LeaseRepository
 from shared.store.notify import (
@@ -54,6 +55,7 @@ TABLES = (
     SEGMENTS,
     SEGMENT_CHUNKS,
     CUSTOMERS,
+    CUSTOMER_STATS,
     BUDGETS,
     SIGNINS,
     SCHEDULE_CLAIMS,
@@ -101,7 +103,7 @@ class Store:
         self.active_runs = ActiveRunRepository(self.tables, clock)
         self.leases = LeaseRepository(self.tables, clock)
         self.segments = SegmentRepository(self.tables)
-        self.customers = CustomerRepository(self.tables)
+        self.customers = CustomerRepository(self.tables, clock=clock)
         self.customer_imports = CustomerImportRepository(self.tables)
         self.budgets = BudgetRepository(self.tables, clock)
         self.signins = SignInRepository(self.tables)
