@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     from devtools.azurite import start_azurite
     from emulator import EmulatorConfig, start_emulator
     from shared.api.app import create_api
+    from shared.api.routes.customers import SYNC_MAX_ROWS
     from shared.settings import Settings
 
     azurite = start_azurite()
@@ -370,11 +371,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         t = time.monotonic()
-        rows_csv = "CustomerId,ContactId\n" + "".join(
-            f"{ids[i]},{emu.contact_id(i)}\n" for i in range(n) if i % NO_ROW_EVERY
-        )
         headers = {"Content-Type": "text/csv"}
-        _check(client.post("/api/customers", content=rows_csv, headers=headers), 200)
+        for first in range(0, n, SYNC_MAX_ROWS):  # upserts, within the sync route's row limit
+            rows_csv = "CustomerId,ContactId\n" + "".join(
+                f"{ids[i]},{emu.contact_id(i)}\n"
+                for i in range(first, min(n, first + SYNC_MAX_ROWS))
+                if i % NO_ROW_EVERY
+            )
+            _check(client.post("/api/customers", content=rows_csv, headers=headers), 200)
         segments = [
             (f"S{k + 1}", size, k >= len(sizes)) for k, size in enumerate(sizes + other_sizes)
         ]

@@ -226,3 +226,32 @@ def test_a_slice_without_a_turn_gives_its_worker_back_and_runs_later(
         }
     finally:
         store.close()
+
+
+def test_a_storage_outage_never_blocks_work_and_keeps_the_slots_strict() -> None:
+    """Azurite of its own, stopped mid-slice: the participant keeps sending with the slots it
+    holds (reads fall back to the last state), never more, and a 429 still closes its gate."""
+    from shared.storage import StorageConnection
+    from tests.support import start_azurite
+
+    server = start_azurite()
+    store = open_store(
+        Settings(
+            storage=StorageConnection.from_string(server.connection_string), table_prefix="out"
+        )
+    )
+    try:
+        with shared_gate(store.budgets, "id", ThrottleGate(), label="x", capacity=3) as gate:
+            wait_until(lambda: gate.held == 3, "the slots held")
+            server.stop()  # storage is gone from here on
+            assert [gate.enter() for _ in range(3)] == [False] * 3  # work goes on
+            with pytest.raises(WaitBeyondDeadline, match="parallel slot"):
+                gate.enter(time.monotonic() + 1)  # but never past the slots it holds
+            for _ in range(3):
+                gate.leave(False, throttled=False)
+            gate.close_for(60)  # a 429: the write fails, this process still honours it
+            with pytest.raises(WaitBeyondDeadline, match="throttled"):
+                gate.enter(time.monotonic() + 5)
+    finally:
+        server.stop()
+        store.close()
