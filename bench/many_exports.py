@@ -129,12 +129,16 @@ def budget_stats(log: Path, offset: int) -> dict[str, Any]:
                 data = json.loads(payload)
                 last[(int(data.get("pid", 0)), key)] = data
     total: dict[str, Any] = {"sends": 0, "table_ops": 0, "block_write_max_s": 0.0}
+    slots = {"held": 0.0, "busy": 0.0, "idle": 0.0}
     ops: dict[int, int] = {}  # table_ops are per process (all identities): its latest count
     for (pid, _), data in last.items():
         total["sends"] += data["sends"]
+        for kind in slots:
+            slots[kind] += data.get("slot_seconds", {}).get(kind, 0.0)
         ops[pid] = max(ops.get(pid, 0), sum(data["table_ops"].values()))
         total["block_write_max_s"] = max(total["block_write_max_s"], data["block_write_max_s"])
     total["table_ops"] = sum(ops.values())
+    total["slot_seconds"] = {k: round(v, 1) for k, v in slots.items()}
     return total
 
 
@@ -268,6 +272,8 @@ def run_case(
         "budget_table_ops": budget["table_ops"],
         "table_ops_per_request": round(budget["table_ops"] / max(1, stats["requests_total"]), 2),
         "block_write_max_s": budget["block_write_max_s"],
+        # slot-seconds held by participants: in flight / held idle while nothing waited for one
+        "slot_seconds": budget["slot_seconds"],
         "exports": per_export,
     }
 

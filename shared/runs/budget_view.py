@@ -28,7 +28,7 @@ from shared.store.budgets import BudgetSnapshot
 from shared.store.protocols import BudgetStore
 
 if TYPE_CHECKING:
-    from shared.runs.shared_budget import SharedGate
+    from shared.runs.shared_budget import SharedGate, SlotUse
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class IdentityView:
         self.sends = 0  # requests let through by this process's gates of this identity
         self.block_writes = 0
         self.block_write_max = 0.0  # seconds from a 429's answer to its block row written
+        self.slot_seconds = {"held": 0.0, "busy": 0.0, "idle": 0.0}  # of closed participants
 
     # --- the cached state ---------------------------------------------------------------------
 
@@ -138,6 +139,12 @@ class IdentityView:
                 self.block_writes += 1
                 self.block_write_max = max(self.block_write_max, write_seconds)
 
+    def add_use(self, use: SlotUse) -> None:
+        with self._stats_lock:
+            self.slot_seconds["held"] += use.held
+            self.slot_seconds["busy"] += use.busy
+            self.slot_seconds["idle"] += use.idle
+
     def count_send(self) -> None:
         with self._stats_lock:
             self.sends += 1
@@ -151,6 +158,7 @@ class IdentityView:
                 "table_ops": dict(self.board.ops),
                 "block_writes": self.block_writes,
                 "block_write_max_s": round(self.block_write_max, 3),
+                "slot_seconds": {k: round(v, 1) for k, v in self.slot_seconds.items()},
             }
 
     # --- participants and the housekeeper -----------------------------------------------------

@@ -94,6 +94,8 @@ class SharedGate:
         self._held = 0  # slots published as ours (or, while shrinking, the smaller local limit)
         self._target = 0
         self._capacity = 1
+        self._waiting = 0  # threads waiting here for a slot
+        self.use = SlotUse()
         self.waited_for_block = 0.0  # seconds spent waiting on other processes' Retry-After
         self.closed = False
         view.register(self)
@@ -116,14 +118,19 @@ class SharedGate:
     def enter(self, deadline: float | None = None) -> bool:
         self._wait_for_block(deadline, CACHE_SECONDS)
         with self._cond:
-            while self._in_flight >= min(self._held, self._target):
-                if self._held < self._target or self._target == 0:
-                    self.view.wake()  # slots to claim (or to learn of): ask the housekeeper
-                # A slot frees when one of our requests ends, or when the housekeeper claims
-                # one; a wait past the slice's deadline stops the slice instead.
-                check_wait(self._clock, deadline, CACHE_SECONDS, "waiting for a parallel slot")
-                self._cond.wait(CACHE_SECONDS)
-            self._in_flight += 1
+            self._tally(waiting=+1)
+            try:
+                while self._in_flight >= min(self._held, self._target):
+                    if self._held < self._target or self._target == 0:
+                        self.view.wake()  # slots to claim (or to learn of): the housekeeper
+                    # A slot frees when one of our requests ends, or when the housekeeper
+                    # claims one; a wait past the slice's deadline stops the slice instead.
+                    why = "waiting for a parallel slot"
+                    check_wait(self._clock, deadline, CACHE_SECONDS, why)
+                    self._cond.wait(CACHE_SECONDS)
+            finally:
+                self._tally(waiting=-1)
+            self._tally(in_flight=+1)
         try:
             probe = self.local.enter(deadline)
         except BaseException:
@@ -195,23 +202,30 @@ class SharedGate:
         with self._cond:
             self._target = requests
             if self._held > requests:
-                self._held = max(requests, self._in_flight)
+                self._tally(held=max(requests, self._in_flight) - self._held)
             self._cond.notify_all()
 
     def grow_to(self, held: int) -> None:
         """The housekeeper wrote ``held`` slots as ours: use them."""
         with self._cond:
             if held > self._held:
-                self._held = held
+                self._tally(held=held - self._held)
                 self._cond.notify_all()
 
     def _release(self) -> None:
         with self._cond:
-            self._in_flight -= 1
+            self._tally(in_flight=-1)
             shrinking = self._held > self._target
             self._cond.notify_all()
         if shrinking:
             self.view.wake()  # a slot to give back
+
+    def _tally(self, *, in_flight: int = 0, held: int = 0, waiting: int = 0) -> None:
+        """Change the counts (under ``_cond``), integrating slot use over time first."""
+        self.use.advance(self._clock(), self._held, self._in_flight, self._waiting)
+        self._in_flight += in_flight
+        self._held += held
+        self._waiting += waiting
 
     def renew_if_due(self) -> None:
         if self._wall() < self.participant.expires_at - PARTICIPANT_SECONDS + RENEW_AFTER:
@@ -229,11 +243,33 @@ class SharedGate:
         self.closed = True
         with self._cond:  # our slots return only once our requests are back
             self._cond.wait_for(lambda: self._in_flight <= 0, LEAVE_WAIT_SECONDS)
+            self._tally()
+        self.view.add_use(self.use)
         self.view.unregister(self)
         try:  # our row goes, and with it our slots (entries of non-live participants are void)
             self.view.board.leave(self.view.key, self.participant.id)
         except StoreError as exc:  # the row expires anyway
             log.warning("could not leave the throttling budget (%s)", exc)
+
+
+class SlotUse:
+    """Slot-seconds a participant held, had in flight, and held idle while no thread of it
+    waited for a slot (lent to nobody: what strict shares cost). For the bench."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.held = 0.0
+        self.busy = 0.0
+        self.idle = 0.0
+
+    def advance(self, now: float, held: int, in_flight: int, waiting: int) -> None:
+        if self.since is not None:
+            dt = now - self.since
+            self.held += held * dt
+            self.busy += in_flight * dt
+            if not waiting:
+                self.idle += max(0, held - in_flight) * dt
+        self.since = now
 
 
 _views_lock = threading.Lock()
