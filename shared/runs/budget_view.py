@@ -202,7 +202,13 @@ class IdentityView:
         wanting = any(g.wants_more() for g in gates)
         snap = self.current(CACHE_SECONDS if wanting else IDLE_READ_SECONDS)
         for gate in gates:
-            gate.retarget(target(snap, gate.participant.id, gate.capacity))
+            if snap.rank(gate.participant.id) is None:
+                continue  # not in this (cached) state yet, or lapsed: no new target from it
+            goal = target(snap, gate.participant.id, gate.capacity)
+            gate.retarget(goal)
+            # Slots the row already shows as ours are ours (e.g. a claim written before a
+            # shrink that was not published yet): use them up to the target.
+            gate.grow_to(min(goal, snap.held.get(gate.participant.id, 0)))
 
         def decide(fresh: BudgetSnapshot) -> dict[str, int] | None:
             held = {g.participant.id: g.held for g in gates}

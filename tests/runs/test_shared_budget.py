@@ -143,6 +143,24 @@ def test_a_newcomer_uses_only_slots_that_are_free(two_stores: tuple[Store, Store
         wait_until(lambda: old.held == 8, "the old participant's whole dop")
 
 
+def test_slots_the_row_shows_as_ours_are_used_again(settings: Settings) -> None:
+    """A participant that gave up slots locally (as a stale cached state without its row makes
+    it do) while the row still reserves them for it takes them back: no write is needed, and
+    none would come (the row already says what it wants), so it must not wait for one."""
+    store = open_store(settings)
+    try:
+        with shared_gate(store.budgets, "id", ThrottleGate(), label="x", capacity=4) as gate:
+            wait_until(lambda: gate.held == 4, "the slots held")
+            gate.retarget(0)
+            gate.view.wake()
+            wait_until(lambda: gate.held == 4, "the reserved slots used again")
+            assert [gate.enter() for _ in range(4)] == [False] * 4
+            for _ in range(4):
+                gate.leave(False, throttled=False)
+    finally:
+        store.close()
+
+
 def test_more_participants_than_dop_take_turns(settings: Settings) -> None:
     store = open_store(settings)
     try:
