@@ -1,6 +1,6 @@
 """A large customer upload through the background import (issue 12), on a fresh Azurite.
 
-    python -m bench.customer_import [--rows 300000] [--sync-rows 10000]
+    python -m bench.customer_import [--rows 300000] [--sync-rows SYNC_MAX_ROWS]
 
 Starts Azurite, the API (uvicorn serving function_app:api, AUTH_MODE=local-dev) and one local
 queue runner (``python -m shared.runs.worker_main``, which serves the import queue) as separate

@@ -23,12 +23,12 @@ router = APIRouter(prefix="/api/customers", tags=["customers"])
 
 CustomerId = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, description="CustomerId")]
 # The largest file POST /api/customers writes inside the request. Azure's front end ends an
-# HTTP request at 230 s. Measured on Azurite (bench/README "Background customer imports"): the
-# table writes run at ~1,100 rows/s into a small table (10,000 rows: ~9 s) but fell to 157 rows/s
-# with 300,000 rows already stored on a loaded 2-core machine (10,000 rows: ~64 s, 28 % of the
-# limit). 10,000 keeps even that worst measured case well inside 230 s. Bigger files go through
-# POST /api/customer-imports.
-SYNC_MAX_ROWS = 10_000
+# HTTP request at 230 s. Measured on Azurite (bench/README "Background customer imports"): 10,000
+# rows took 10.8 s into an empty table (928 rows/s) but 129.8 s (77 rows/s) into a table already
+# holding 300,000 rows on the loaded 2-core machine (Azurite's in-memory store slows as a table
+# grows). Taking that worst measured rate, 5,000 rows take ~65 s (28 % of the limit; ~5 s
+# typically), well inside 230 s. Bigger files go through POST /api/customer-imports.
+SYNC_MAX_ROWS = 5_000
 ROWS_BODY = {
     "requestBody": {
         "required": True,
