@@ -2,9 +2,11 @@
 (customer_plan decides; customer_stats informs it without scanning; customer_cache shares
 scans between lookups of one process). Every read reports what it cost (LookupRead).
 
-Why not finer keys: a $filter may hold at most 15 comparisons, and an ``or`` of RowKeys is
-served as a scan of the partition, so "many ids in one query" costs what a scan costs; and ids
-of one segment are spread over every bucket by the hash. Point reads and scans it is.
+Why not finer keys: a $filter may hold at most 15 discrete comparisons ("Querying tables and
+entities"), and an ``or`` of RowKey values is served as a partition scan, not a range query
+("Design for querying", Table Storage docs), so "many ids in one query" costs what a scan
+costs; RowKey ranges only pay for dense sorted runs of ids, which a segment spread over every
+bucket by the hash does not have. Point reads and bucket scans it is.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ lower bound: the SDK answers a delete of a missing row like any other, and of tw
 deletes of one row both would see it "existed" in a prior read, so lowering the upper bound
 could take it below the truth. Deletes are single rows (the API), so the drift is small. A scan
 that counts a bucket makes both bounds exact again (count_buckets), unless a customer write
-began in the meantime or may still be running.
+began in the meantime or was still running.
 
 The revision is a counter raised by every customer write AFTER its rows are written, so a
 reader that saw revision r and later sees r again knows no write landed since it read r.
@@ -35,9 +35,9 @@ from shared.store.tables import Tables, plain, wire
 
 CUSTOMER_STATS = "customerstats"
 _PK, _RK = "customers", "stats"
-# A count taken by a scan is stored only if no customer write began within this many seconds
-# (a write raises the bounds BEFORE its rows land; an upsert_many call on one process's rows
-# takes far less than this). Until then the bounds stay bounds, which is always correct.
+# A count taken by a scan is stored only while no customer write is running (a write raises the
+# bounds BEFORE its rows land and says it is done after). A writer that died mid-write is
+# presumed gone this many seconds after it began (one write call takes far less than this).
 WRITE_WINDOW = 600.0
 _RETRIES = 40
 
@@ -60,7 +60,8 @@ class StatsSnapshot:
     revision: int
     bounds: Mapping[str, Bounds]  # bucket -> bounds (missing bucket: UNKNOWN)
     etag: str
-    writing_until: float
+    writers: int  # writes begun and not yet done
+    writing_until: float  # the newest of them presumed gone after this time
 
     def of(self, bucket: str) -> Bounds:
         return self.bounds.get(bucket, UNKNOWN)
@@ -81,6 +82,7 @@ def _snapshot(entity: Mapping[str, Any], etag: str, buckets: list[str]) -> Stats
         revision=int(plain(entity.get("Revision", 0))),
         bounds=bounds,
         etag=etag,
+        writers=int(plain(entity.get("Writers", 0))),
         writing_until=float(plain(entity.get("WritingUntil", 0.0))),
     )
 
@@ -166,7 +168,7 @@ class CustomerStats:
                 lower = b.lower + n if b.upper == 0 else b.lower  # empty: every row is new
                 new[bucket] = Bounds(lower, b.upper + n)
             until = max(s.writing_until, self._clock() + WRITE_WINDOW)
-            return {**_fields(new), "WritingUntil": until}
+            return {**_fields(new), "Writers": s.writers + 1, "WritingUntil": until}
 
         self._update(change)
 
@@ -185,13 +187,13 @@ class CustomerStats:
         self._update(change)
 
     def written(self) -> None:
-        """After rows were written (or a write failed part-way): a new revision."""
-        self._update(lambda s: {"Revision": wire(s.revision + 1)})
+        """After rows were written (or a write failed part-way): a new revision; done."""
+        self._update(lambda s: {"Revision": wire(s.revision + 1), "Writers": max(0, s.writers - 1)})
 
     def count_buckets(self, seen: StatsSnapshot, counts: Mapping[str, int]) -> bool:
         """Store exact counts taken by scans that started after ``seen`` was read, unless the
-        row changed since (a write began or landed) or a write may still be running."""
-        if not counts or self._clock() < seen.writing_until:
+        row changed since (a write began or landed) or a write was still running then."""
+        if not counts or (seen.writers > 0 and self._clock() < seen.writing_until):
             return False
         fields = _fields({b: Bounds(n, n) for b, n in counts.items()})
         try:
