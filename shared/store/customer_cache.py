@@ -5,7 +5,8 @@ the same customer table; the first to scan a bucket keeps {customer id: value} o
 it read, the others wait for that one load instead of scanning again. Everything cached
 belongs to one revision of the table (customer_stats): a lookup that sees a newer revision
 drops the cache; one that saw an older revision neither reads nor fills it. Bounded by rows
-held (least recently used buckets go first); a bucket bigger than the bound is not kept.
+held (least recently used buckets go first); a bucket bigger than the bound is not kept, and
+lookups use the cache only for tables whose counts say they fit whole (customer_reads).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from concurrent.futures import Future
 Column = dict[str, object]  # customer id -> the column's value (None when the row lacks it)
 _Key = tuple[str, str]  # (column, bucket)
 
-CACHE_MAX_ROWS = 500_000  # ~130 MB of short ids and GUID strings (bench.lookups peak RSS)
+# ~180 bytes a row with short ids and GUID strings (bench.lookups: +53 MB peak RSS for 300k):
+# a 1M-row table costs ~180 MB; a bigger table is not cached (customer_reads).
+CACHE_MAX_ROWS = 1_000_000
 
 
 class ColumnCache:
     def __init__(self, max_rows: int = CACHE_MAX_ROWS) -> None:
-        self._max_rows = max_rows
+        self.max_rows = max_rows
         self._lock = threading.Lock()
         self._revision = -1
         self._held: OrderedDict[_Key, Column] = OrderedDict()
@@ -84,11 +87,11 @@ class ColumnCache:
 
     def _keep(self, revision: int, key: _Key, values: Column) -> None:
         with self._lock:
-            if revision != self._revision or len(values) > self._max_rows:
+            if revision != self._revision or len(values) > self.max_rows:
                 return
             old = self._held.pop(key, None)
             self._rows -= len(old) if old is not None else 0
-            while self._held and self._rows + len(values) > self._max_rows:
+            while self._held and self._rows + len(values) > self.max_rows:
                 _, evicted = self._held.popitem(last=False)
                 self._rows -= len(evicted)
             self._held[key] = values

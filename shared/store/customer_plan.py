@@ -7,7 +7,8 @@ client-CPU-bound on this machine: a point read is one HTTP request for one row, 
 carries up to 1,000 rows): reading a bucket by scan costs its row count; point reads cost
 SCAN_ROWS_PER_POINT_READ per id. When the bounds of a bucket leave the choice open, the
 caller scans ONE such bucket (the one with the most wanted ids: its scan answers the most
-ids, so it wastes the least) and estimates the others from it (hash buckets fill evenly).
+ids, so it wastes the least) and estimates the others from it (hash buckets fill evenly);
+later lookups at the same revision reuse that sample instead of scanning another.
 """
 
 from __future__ import annotations
@@ -71,27 +72,43 @@ def plan(
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """What scanning one open bucket taught: where its count fell between its bounds (None
+    when its bounds were unknown or exact) and the count itself. Valid for one revision."""
+
+    share: float | None
+    counted: int
+
+
+def sampled(bounds: Bounds, counted: int) -> Sample:
+    share = None
+    if bounds.upper is not None and bounds.upper > bounds.lower:
+        share = min(1.0, max(0.0, (counted - bounds.lower) / (bounds.upper - bounds.lower)))
+    return Sample(share, counted)
+
+
 def settle(
     result: Plan,
     wanted: Mapping[str, int],
     bounds: Callable[[str], Bounds],
-    counted: int,
+    sample: Sample,
+    *,
+    scanned: bool,
 ) -> None:
-    """Decide the open buckets once the sample bucket was scanned and held ``counted`` rows:
-    each is estimated at the same place between its bounds (or at ``counted`` when its
-    bounds are unknown), clipped to its bounds."""
-    assert result.sample is not None
-    s = bounds(result.sample)
-    share = None
-    if s.upper is not None and s.upper > s.lower:
-        share = min(1.0, max(0.0, (counted - s.lower) / (s.upper - s.lower)))
-    result.reads[result.sample] = Read.SCAN
-    for bucket in sorted(result.open - {result.sample}):
+    """Decide the open buckets from a sample (``scanned``: the plan's sample bucket was just
+    scanned for it; else the sample is an earlier one of the same revision and nothing is
+    scanned first): each is estimated at the sample's place between its own bounds (or at
+    the sample's count when its bounds are unknown), clipped to its bounds."""
+    if scanned:
+        assert result.sample is not None
+        result.reads[result.sample] = Read.SCAN
+    for bucket in sorted(result.open - set(result.reads)):
         b = bounds(bucket)
-        if share is not None and b.upper is not None:
-            estimate = b.lower + share * (b.upper - b.lower)
+        if sample.share is not None and b.upper is not None:
+            estimate = b.lower + sample.share * (b.upper - b.lower)
         else:
-            estimate = float(counted)
+            estimate = float(sample.counted)
         estimate = max(float(b.lower), estimate)
         if b.upper is not None:
             estimate = min(float(b.upper), estimate)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from shared.errors import NotFoundError
 from shared.store._boundary import translated
 from shared.store.customer_cache import ColumnCache
-from shared.store.customer_plan import Read, plan, settle
+from shared.store.customer_plan import Read, Sample, plan, sampled, settle
 from shared.store.customer_stats import CustomerStats, StatsSnapshot
 from shared.store.keys import encode_key
 from shared.store.tables import Tables, plain, properties
@@ -105,6 +105,7 @@ class CustomerReader:
         self._cache = cache
         self._lock = threading.Lock()
         self._known: tuple[int, dict[str, int]] = (-1, {})  # (revision, bucket -> rows)
+        self._sample: tuple[int, Sample] | None = None  # (revision, what a sample taught)
 
     def read(
         self,
@@ -115,7 +116,9 @@ class CustomerReader:
         id_column: str,
     ) -> ColumnLookup:
         """Read ``wanted`` (valid ids), keeping ``value(entity)`` per id. With ``cache_column``
-        (select is then [id, column]) whole scanned buckets are shared via the cache."""
+        (select is then [id, column]) whole scanned buckets are shared via the cache, when the
+        whole table fits in it (its counts' upper bounds say so); else a scan keeps only the
+        wanted ids' rows, so memory follows the segment, not the table."""
         by_bucket: dict[str, list[str]] = defaultdict(list)
         for customer_id in wanted:
             by_bucket[self._bucket_of(customer_id)].append(customer_id)
@@ -125,31 +128,41 @@ class CustomerReader:
         revision = snapshot.revision
         with self._lock:
             known = dict(self._known[1]) if self._known[0] == revision else {}
-        cached = self._cache.cached(revision, cache_column) if cache_column else set()
+            earlier = self._sample[1] if self._sample and self._sample[0] == revision else None
+        uppers = [snapshot.of(b).upper for b in self._stats.buckets]
+        fits = None not in uppers and sum(u or 0 for u in uppers) <= self._cache.max_rows
+        shared = cache_column if fits else None
+        cached = self._cache.cached(revision, shared) if shared else set()
         sizes = {b: len(ids) for b, ids in by_bucket.items()}
         chosen = plan(sizes, snapshot.of, known, cached)
 
         def scan(bucket: str) -> _Bucket:
-            pages = [0]
+            if shared is None:
+                keep = set(by_bucket[bucket])
+                values, rows, pages = self._scan(bucket, select, value, id_column, keep)
+                return _Bucket(values, rows, pages, Read.SCAN)
+            cost = [0, 0]
 
             def load() -> dict[str, Any]:
-                values, pages[0] = self._scan(bucket, select, value, id_column)
+                values, cost[0], cost[1] = self._scan(bucket, select, value, id_column, None)
                 return values
 
-            if cache_column is None:
-                values, here = load(), True
-            else:
-                values, here = self._cache.get(revision, cache_column, bucket, load)
+            values, here = self._cache.get(revision, shared, bucket, load)
             if not here:
                 return _Bucket(values, 0, 0, Read.CACHED)
-            return _Bucket(values, len(values), pages[0], Read.SCAN)
+            return _Bucket(values, cost[0], cost[1], Read.SCAN)
 
         done: dict[str, _Bucket] = {}
-        if chosen.sample is not None:
+        if chosen.sample is not None and earlier is not None:
+            settle(chosen, sizes, snapshot.of, earlier, scanned=False)
+        elif chosen.sample is not None:
             done[chosen.sample] = scan(chosen.sample)
-            if done[chosen.sample].read is Read.SCAN:
-                known[chosen.sample] = done[chosen.sample].rows
-            settle(chosen, sizes, snapshot.of, len(done[chosen.sample].values))
+            first = done[chosen.sample]
+            counted = first.rows if first.read is Read.SCAN else len(first.values)
+            learned = sampled(snapshot.of(chosen.sample), counted)
+            with self._lock:
+                self._sample = (revision, learned)
+            settle(chosen, sizes, snapshot.of, learned, scanned=True)
         point_ids = [i for b, r in chosen.reads.items() if r is Read.POINT for i in by_bucket[b]]
         to_scan = [b for b, r in chosen.reads.items() if r is not Read.POINT and b not in done]
         with ThreadPoolExecutor(max_workers=READERS) as pool:
@@ -208,18 +221,23 @@ class CustomerReader:
         select: list[str] | None,
         value: Callable[[dict[str, Any]], Any],
         id_column: str,
-    ) -> tuple[dict[str, Any], int]:
+        keep: set[str] | None,
+    ) -> tuple[dict[str, Any], int, int]:
+        """(id -> value for the rows kept (all when ``keep`` is None), rows read, pages)."""
         client = self._tables.client(self._table)
         found: dict[str, Any] = {}
-        pages = 0
+        pages = rows = 0
         with translated("read customers"):
             for page in client.query_entities(
                 "PartitionKey eq @pk", parameters={"pk": bucket}, select=select
             ).by_page():
                 pages += 1
                 for entity in page:
-                    found[plain(entity.get(id_column))] = value(entity)
-        return found, max(pages, 1)
+                    rows += 1
+                    customer_id = plain(entity.get(id_column))
+                    if keep is None or customer_id in keep:
+                        found[customer_id] = value(entity)
+        return found, rows, max(pages, 1)
 
     def _point_reads(
         self,

@@ -108,7 +108,7 @@ class CustomerStats:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._tables = tables
-        self._buckets = buckets
+        self.buckets = buckets
         self._is_empty = is_empty  # one cheap read of the customer table (first use only)
         self._clock = clock
 
@@ -123,10 +123,10 @@ class CustomerStats:
             try:
                 with translated("read customer counts"):
                     entity = client.get_entity(_PK, _RK)
-                return _snapshot(entity, str(entity.metadata["etag"]), self._buckets)
+                return _snapshot(entity, str(entity.metadata["etag"]), self.buckets)
             except NotFoundError:
                 pass
-            known = {b: Bounds(0, 0) for b in self._buckets} if self._is_empty() else {}
+            known = {b: Bounds(0, 0) for b in self.buckets} if self._is_empty() else {}
             try:
                 with translated("create customer counts"):
                     client.create_entity({"PartitionKey": _PK, "RowKey": _RK, **_fields(known)})

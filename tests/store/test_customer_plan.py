@@ -10,6 +10,7 @@ from shared.store.customer_plan import (
     SCAN_ROWS_PER_POINT_READ,
     Read,
     plan,
+    sampled,
     settle,
 )
 from shared.store.customer_stats import UNKNOWN, Bounds
@@ -42,11 +43,18 @@ def test_bounds_decide_when_both_ends_agree_and_one_bucket_is_sampled_otherwise(
     assert result.reads == {"b00": Read.SCAN, "b01": Read.POINT}
     assert result.open == {"b02", "b03", "b04"} and result.sample == "b03"
     # the sample held 20% of its upper bound: b02 is estimated at 20 K rows (> 10 ids * K)
-    settle(result, wanted, bounds.__getitem__, counted=20 * K)
+    sample = sampled(bounds["b03"], 20 * K)
+    assert sample.share == 0.2
+    settle(result, wanted, bounds.__getitem__, sample, scanned=True)
     assert result.reads["b03"] is Read.SCAN
     assert result.reads["b02"] is Read.POINT
     assert result.reads["b04"] is Read.POINT  # unknown bounds: estimated at the sample's rows
     assert not result.open
+    # a later lookup at the same revision reuses the sample: nothing scanned first
+    again = plan(wanted, bounds.__getitem__, {}, set())
+    settle(again, wanted, bounds.__getitem__, sample, scanned=False)
+    assert again.reads["b03"] is Read.SCAN  # estimated at 20 K rows < 30 ids * K
+    assert again.reads["b02"] is Read.POINT
 
 
 def test_known_counts_and_cached_buckets_win_over_bounds() -> None:
