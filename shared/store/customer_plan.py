@@ -20,7 +20,7 @@ from enum import StrEnum
 from shared.store.customer_stats import Bounds
 
 POINT_READ_ALWAYS = 64  # this few ids: point reads, whatever the table size
-SCAN_ROWS_PER_POINT_READ = 50  # bench.lookups on Azurite, 2026-12-03 (bench/README.md)
+SCAN_ROWS_PER_POINT_READ = 80  # bench.lookups, Azurite, 2026-12-03: measured 37-113 (bench/README)
 
 
 class Read(StrEnum):
