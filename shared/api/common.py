@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Header
 from pydantic import BaseModel, ValidationError
 
 from shared.api.problems import ApiProblem, validation_problem
+from shared.errors import PreconditionFailedError
 
 MAX_CONTINUATION = 2048
 IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=512)]
@@ -37,6 +38,36 @@ def check_if_match(if_match: str | None, etag: str | None) -> None:
         "Read it again and retry.",
         kind="precondition-failed",
     )
+
+
+PATCH_ATTEMPTS = 3  # read-merge-write rounds before a PATCH without If-Match gives up (409)
+
+
+class Versioned(Protocol):
+    @property
+    def etag(self) -> str | None: ...
+
+
+V = TypeVar("V", bound=Versioned)
+S = TypeVar("S")
+
+
+def save_patched(
+    load: Callable[[], V], save: Callable[[V], S], if_match: str | None, what: str
+) -> S:
+    """A PATCH's read-merge-write under the stored ETag. ``save(current)`` merges the change
+    onto ``current`` and writes it with ``if_match=current.etag``. With If-Match the client's
+    version must be the stored one (412 otherwise); without it a write that lost a race merges
+    again onto the newer version, up to PATCH_ATTEMPTS times, then 409."""
+    for _ in range(PATCH_ATTEMPTS):
+        current = load()
+        check_if_match(if_match, current.etag)
+        try:
+            return save(current)
+        except PreconditionFailedError:
+            if if_match is not None:
+                raise
+    raise ApiProblem(409, f"The {what} kept changing; try again.", kind="conflict")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -16,6 +16,7 @@ from shared.api.common import (
     IfMatch,
     check_if_match,
     merge_patch,
+    save_patched,
     utc_now_iso,
     validate_document,
 )
@@ -38,7 +39,6 @@ from shared.api.schemas import (
     connection_summary,
     credential_from_input,
 )
-from shared.errors import PreconditionFailedError
 from shared.loopback import is_loopback
 from shared.models import Audit, Connection, ContactIdSource, CredentialKind, SignIn, UsableBy
 from shared.secrets_rule import secret_setting_problem
@@ -159,9 +159,8 @@ def patch_connection(
     if_match: IfMatch = None,
 ) -> ConnectionOut:
     changes = patch.model_dump(by_alias=True, exclude_unset=True)
-    for _ in range(3):
-        current: Connection = store.connections.get(connection_id)
-        check_if_match(if_match, current.etag)
+
+    def save(current: Connection) -> Connection:
         document = connection_input_dict(current)
         new_kind = (changes.get("credential") or {}).get("kind")
         if new_kind and new_kind != current.credential.kind.value:
@@ -173,15 +172,11 @@ def patch_connection(
         )
         updated = _build(body, settings, id=current.id, audit=audit)
         _check_ci_mapping(store, settings, current, updated)
-        try:
-            saved = store.connections.update(updated, if_match=current.etag)
-        except PreconditionFailedError:
-            if if_match is not None:
-                raise
-            continue  # changed between our read and write: merge again onto the new version
-        log.info("connection %s changed by %s", connection_id, caller.name)
-        return _with_etag(response, saved, store)
-    raise ApiProblem(409, "The connection kept changing; try again.", kind="conflict")
+        return store.connections.update(updated, if_match=current.etag)
+
+    saved = save_patched(lambda: store.connections.get(connection_id), save, if_match, "connection")
+    log.info("connection %s changed by %s", connection_id, caller.name)
+    return _with_etag(response, saved, store)
 
 
 @router.delete(

@@ -16,6 +16,7 @@ from shared.api.common import (
     IfMatch,
     check_if_match,
     merge_patch,
+    save_patched,
     utc_now_iso,
     validate_document,
 )
@@ -35,7 +36,7 @@ from shared.api.schemas import (
     schedule_from_input,
 )
 from shared.api.sources import load_connection, reading_connection_id, source_errors
-from shared.errors import NotFoundError, PreconditionFailedError
+from shared.errors import NotFoundError
 from shared.listname import ListNameError, render_list_name
 from shared.models import Audit, Connection, Export, Role, SourceKind, UsableBy
 from shared.settings import Settings
@@ -338,10 +339,13 @@ def patch_export(
             kind="validation",
             errors=[{"field": "connectionId", "message": "must not be null"}],
         )
-    for _ in range(3):
-        current: Export = store.exports.get(export_id)
+
+    def load() -> Export:
+        current = store.exports.get(export_id)
         require_manage(caller, current, store)
-        check_if_match(if_match, current.etag)
+        return current
+
+    def save(current: Export) -> Export:
         merged = merge_patch(export_input_dict(current), changes)
         for whole in ("schedule", "source"):  # replaced as a whole, not merged
             if isinstance(changes.get(whole), dict):
@@ -358,17 +362,11 @@ def patch_export(
         audit = Audit(
             current.audit.created_by, current.audit.created_at, caller.name, utc_now_iso()
         )
-        try:
-            saved = store.exports.update(
-                _build(body, id=current.id, audit=audit), if_match=current.etag
-            )
-        except PreconditionFailedError:
-            if if_match is not None:
-                raise
-            continue
-        log.info("export %s changed by %s", export_id, caller.name)
-        return _answer(response, saved, caller, store)
-    raise ApiProblem(409, "The export kept changing; try again.", kind="conflict")
+        return store.exports.update(_build(body, id=current.id, audit=audit), if_match=current.etag)
+
+    saved = save_patched(load, save, if_match, "export")
+    log.info("export %s changed by %s", export_id, caller.name)
+    return _answer(response, saved, caller, store)
 
 
 @router.delete("/{export_id}", status_code=204, summary="Delete an export (If-Match optional)")

@@ -19,6 +19,7 @@ from shared.api.common import (
     IfMatch,
     check_if_match,
     merge_patch,
+    save_patched,
     utc_now_iso,
     validate_document,
 )
@@ -34,7 +35,6 @@ from shared.api.schemas import (
     notification_target_input_dict,
     notification_target_out,
 )
-from shared.errors import PreconditionFailedError
 from shared.models import Audit, NotificationFormat, NotificationTarget
 from shared.notify.address import WebhookAddressError, check_url
 from shared.settings import Settings
@@ -163,9 +163,8 @@ def patch_target(
     if_match: IfMatch = None,
 ) -> NotificationTargetOut:
     changes = patch.model_dump(by_alias=True, exclude_unset=True)
-    for _ in range(3):
-        current = store.notify_targets.get(target_id)
-        check_if_match(if_match, current.etag)
+
+    def save(current: NotificationTarget) -> NotificationTarget:
         merged = merge_patch(notification_target_input_dict(current), changes)
         if isinstance(changes.get("exports"), list):
             merged["exports"] = changes["exports"]  # a list is replaced, never merged
@@ -174,17 +173,15 @@ def patch_target(
         audit = Audit(
             current.audit.created_by, current.audit.created_at, caller.name, utc_now_iso()
         )
-        try:
-            saved = store.notify_targets.update(
-                _build(body, id=current.id, audit=audit), if_match=current.etag
-            )
-        except PreconditionFailedError:
-            if if_match is not None:
-                raise
-            continue
-        log.info("notification target %s changed by %s", target_id, caller.name)
-        return _answer(response, saved)
-    raise ApiProblem(409, "The notification target kept changing; try again.", kind="conflict")
+        return store.notify_targets.update(
+            _build(body, id=current.id, audit=audit), if_match=current.etag
+        )
+
+    saved = save_patched(
+        lambda: store.notify_targets.get(target_id), save, if_match, "notification target"
+    )
+    log.info("notification target %s changed by %s", target_id, caller.name)
+    return _answer(response, saved)
 
 
 @router.delete("/{target_id}", status_code=204, summary="Delete a notification target")
