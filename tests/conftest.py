@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from shared.settings import Settings
+from shared.store import Store, open_store
 from tests.support import Azurite, start_azurite
 
 
@@ -32,3 +34,20 @@ def function_app_functions() -> dict[str, object]:
     import function_app
 
     return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+# A folder whose conftest defines ``env`` (its app settings as the host would pass them) gets the
+# Settings and a fresh, ensured Store on them from here (tests/runs, tests/notify, tests/sources).
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    opened = open_store(settings)
+    opened.ensure()
+    try:
+        yield opened
+    finally:
+        opened.close()

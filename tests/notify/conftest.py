@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from shared.settings import Settings
-from shared.store import open_store
 from tests.notify.receiver import Receiver, serve_receiver
 from tests.support import Azurite
 
@@ -34,18 +31,3 @@ def env(azurite: Azurite, table_prefix: str, receiver: Receiver) -> dict[str, st
         "OPS_WEBHOOK_KEY": SIGNING_KEY,
         "BROKEN_WEBHOOK_URL": "http://127.0.0.1:9/nobody-listens",
     }
-
-
-@pytest.fixture
-def settings(env: dict[str, str]) -> Settings:
-    return Settings.from_env(env)
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Any]:
-    opened = open_store(settings)
-    opened.ensure()
-    try:
-        yield opened
-    finally:
-        opened.close()

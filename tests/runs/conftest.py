@@ -8,8 +8,6 @@ from typing import Any
 import pytest
 
 from emulator import EmulatorConfig, start_emulator
-from shared.settings import Settings
-from shared.store import open_store
 from tests.runs.helpers import run_env
 from tests.support import Azurite
 
@@ -27,18 +25,3 @@ def emu() -> Iterator[Any]:
 @pytest.fixture
 def env(azurite: Azurite, table_prefix: str, emu: Any) -> dict[str, str]:
     return run_env(azurite, table_prefix, emu)
-
-
-@pytest.fixture
-def settings(env: dict[str, str]) -> Settings:
-    return Settings.from_env(env)
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Any]:
-    opened = open_store(settings)
-    opened.ensure()
-    try:
-        yield opened
-    finally:
-        opened.close()

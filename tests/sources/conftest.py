@@ -10,8 +10,6 @@ import pytest
 
 from emulator import EmulatorConfig, start_emulator
 from emulator.cid import CidConfig
-from shared.settings import Settings
-from shared.store import open_store
 from tests.runs.helpers import run_env
 from tests.support import Azurite
 
@@ -51,18 +49,3 @@ def cid(cid_emu: Any) -> Iterator[Any]:
 @pytest.fixture
 def env(azurite: Azurite, table_prefix: str, cid_emu: Any) -> dict[str, str]:
     return run_env(azurite, table_prefix, cid_emu)
-
-
-@pytest.fixture
-def settings(env: dict[str, str]) -> Settings:
-    return Settings.from_env(env)
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Any]:
-    opened = open_store(settings)
-    opened.ensure()
-    try:
-        yield opened
-    finally:
-        opened.close()
