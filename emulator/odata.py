@@ -16,7 +16,7 @@ import base64
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.data import normalize_guid
@@ -76,6 +76,16 @@ class Eq:
 class In:
     prop: str
     values: tuple[Any, ...]
+    # The values as a set, built once: a query re-checks its In on every row it looks at
+    # (emulator/filters.py). None when a value is unhashable (then the values are scanned).
+    value_set: frozenset[Any] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            values: frozenset[Any] | None = frozenset(self.values)
+        except TypeError:
+            values = None
+        object.__setattr__(self, "value_set", values)
 
 
 @dataclass(frozen=True)
